@@ -1,0 +1,327 @@
+"""Execute the book's notebooks with papermill at a named preset.
+
+A *preset* is a YAML file ``params/<preset>.yaml`` with a ``common`` mapping
+(parameters every notebook takes: ``preset``, ``runs_dir``, ``seed``) and one
+mapping per notebook stem (``00_data``, ``01_pretraining``...). The parameters
+of a notebook are ``common`` updated with its own mapping; papermill injects
+them after the notebook's ``parameters``-tagged cell, whose defaults are the
+smoke-sized values (so ``pytest --nbval-lax notebooks`` runs at smoke size).
+
+Every notebook runs with ``notebooks/`` as its working directory (notebooks
+write to ``../runs/<preset>``). Output goes to a temporary file in the output
+folder that is renamed onto ``<stem>.ipynb`` only when the whole notebook has
+run, so a failure never leaves a half-executed page in the book: the previous
+executed copy (or nothing) stays, and the failed run is kept beside it as
+``<stem>.failed.ipynb`` for debugging.
+
+Wall times are written, merged with earlier runs of the same preset, to
+``runs/<preset>/book_timings.json``.
+"""
+from __future__ import annotations
+
+import ast
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from .errors import SmartError
+from .io import read_json, write_json
+
+__all__ = [
+    "execute_notebooks",
+    "find_root",
+    "load_params",
+    "notebook_parameters",
+    "parameters_cell_index",
+    "list_notebooks",
+]
+
+PathLike = str | os.PathLike
+
+
+def find_root(start: PathLike | None = None) -> Path:
+    """The repository root: the first folder holding ``_config.yml``.
+
+    Searched upward from ``start`` (default: the current directory), then
+    beside the installed ``smartlib`` package (an editable install).
+    """
+    here = Path(start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_config.yml").is_file():
+            return folder
+    pkg_root = Path(__file__).resolve().parent.parent
+    if (pkg_root / "_config.yml").is_file():
+        return pkg_root
+    raise SmartError(
+        f"{here}: no _config.yml here or in any parent folder; run this from inside the smart-ct repository"
+    )
+
+
+def _resolve(root: Path, p: PathLike) -> Path:
+    p = Path(p)
+    return p if p.is_absolute() else root / p
+
+
+def list_notebooks(notebooks_dir: PathLike) -> list[Path]:
+    """Every ``*.ipynb`` directly in ``notebooks_dir``, sorted by name."""
+    d = Path(notebooks_dir)
+    if not d.is_dir():
+        raise SmartError(f"{d}: notebook folder not found")
+    return sorted(p for p in d.glob("*.ipynb") if not p.name.startswith("."))
+
+
+def parameters_cell_index(nb: Any, path: PathLike = "notebook") -> int:
+    """Index of the single code cell tagged ``parameters``; SmartError if none or several."""
+    found = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.get("cell_type") == "code" and "parameters" in (cell.get("metadata", {}).get("tags") or [])
+    ]
+    if not found:
+        raise SmartError(f"{path}: no code cell tagged 'parameters' (papermill needs one to inject the preset)")
+    if len(found) > 1:
+        raise SmartError(f"{path}: {len(found)} cells tagged 'parameters' (cells {found}); keep exactly one")
+    return found[0]
+
+
+def notebook_parameters(path: PathLike) -> dict[str, str]:
+    """Names assigned in a notebook's ``parameters`` cell, mapped to their default's source text.
+
+    Raises SmartError if the notebook has no (or several) ``parameters`` cells or the cell
+    is not plain Python.
+    """
+    import nbformat
+
+    path = Path(path)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the file's fault
+        raise SmartError(f"{path}: not a readable notebook ({type(exc).__name__}: {exc})") from None
+    cell = nb.cells[parameters_cell_index(nb, path)]
+    try:
+        tree = ast.parse(cell.source)
+    except SyntaxError as exc:
+        raise SmartError(f"{path}: parameters cell is not plain Python ({exc.msg}, line {exc.lineno})") from None
+    names: dict[str, str] = {}
+    for node in tree.body:
+        targets: list[ast.expr] = []
+        if isinstance(node, ast.Assign):
+            targets = list(node.targets)
+        elif isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        for t in targets:
+            if isinstance(t, ast.Name):
+                value = getattr(node, "value", None)
+                names[t.id] = ast.get_source_segment(cell.source, value) if value is not None else ""
+    return names
+
+
+def load_params(params_file: PathLike) -> dict[str, dict[str, Any]]:
+    """Read a preset file: a mapping with ``common`` and per-notebook mappings (an empty value means ``{}``)."""
+    import yaml
+
+    params_file = Path(params_file)
+    try:
+        data = yaml.safe_load(params_file.read_text())
+    except yaml.YAMLError as exc:
+        line = " ".join(str(exc).split())
+        raise SmartError(f"{params_file}: not valid YAML ({line})") from None
+    if not isinstance(data, dict):
+        raise SmartError(f"{params_file}: expected a mapping with 'common' and one key per notebook, got {type(data).__name__}")
+    if "common" not in data:
+        raise SmartError(f"{params_file}: missing the 'common' mapping")
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in data.items():
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise SmartError(f"{params_file}: '{key}' must be a mapping of parameter names to values, got {value!r}")
+        for name in value:
+            if not isinstance(name, str) or not name.isidentifier():
+                raise SmartError(f"{params_file}: '{key}.{name}' is not a valid Python variable name")
+        out[str(key)] = dict(value)
+    return out
+
+
+def _failed_cell_number(exc: Any, params_index: int) -> int:
+    """1-based position, in the source notebook, of the cell papermill reports as failed.
+
+    Papermill counts cells of the executed notebook, which has one injected-parameters cell
+    right after the ``parameters`` cell.
+    """
+    idx = int(getattr(exc, "cell_index", -1))
+    if idx > params_index:
+        idx -= 1
+    return idx + 1
+
+
+def execute_notebooks(
+    preset: str,
+    only: Sequence[str] | None = None,
+    notebooks_dir: PathLike = "notebooks",
+    params_dir: PathLike = "params",
+    out_dir: PathLike = "book/executed",
+    log: Callable[[str], Any] = print,
+    *,
+    runs_dir: PathLike = "runs",
+    root: PathLike | None = None,
+) -> dict[str, float]:
+    """Run the book's notebooks with papermill at ``preset``; return wall seconds per notebook stem.
+
+    Args:
+        preset: name of a parameter file ``<params_dir>/<preset>.yaml`` (smoke, cpu, paper).
+        only: notebook stems to run (default: every notebook, in sorted order).
+        notebooks_dir: folder of source notebooks; also the working directory of each run.
+        params_dir: folder of preset files.
+        out_dir: where executed notebooks go (``<stem>.ipynb``; ``<stem>.failed.ipynb`` on failure).
+        log: called with one line per notebook.
+        runs_dir: timings go to ``<runs_dir>/<preset>/book_timings.json``.
+        root: repository root that relative paths are taken from (default: :func:`find_root`).
+
+    Raises:
+        SmartError: unknown preset or stem, malformed preset file, a notebook without a
+            ``parameters`` cell or a preset key its parameters cell does not define, or a
+            notebook that fails (``notebooks/NAME.ipynb failed at cell N: Error: message``,
+            N counting every cell of the source notebook from 1).
+    """
+    root_p = Path(root).resolve() if root is not None else find_root()
+    nb_dir = _resolve(root_p, notebooks_dir)
+    par_dir = _resolve(root_p, params_dir)
+    out_p = _resolve(root_p, out_dir)
+
+    params_file = par_dir / f"{preset}.yaml"
+    if not isinstance(preset, str) or not preset or not params_file.is_file():
+        known = sorted(p.stem for p in par_dir.glob("*.yaml")) if par_dir.is_dir() else []
+        raise SmartError(f"preset {preset!r}: no {_rel(params_file, root_p)} (known presets: {', '.join(known) or 'none'})")
+    params = load_params(params_file)
+
+    notebooks = {p.stem: p for p in list_notebooks(nb_dir)}
+    if only:
+        unknown = [s for s in only if s not in notebooks]
+        if unknown:
+            raise SmartError(
+                f"unknown notebook {', '.join(map(repr, unknown))} in --only (known: {', '.join(notebooks) or 'none'})"
+            )
+        stems = [s for s in notebooks if s in set(only)]
+    else:
+        stems = list(notebooks)
+    if not stems:
+        raise SmartError(f"{_rel(nb_dir, root_p)}: no notebooks to run")
+
+    # validate everything before running anything
+    plan: list[tuple[str, Path, dict[str, Any], int]] = []
+    for stem in stems:
+        path = notebooks[stem]
+        declared = notebook_parameters(path)
+        merged = {**params["common"], **params.get(stem, {})}
+        missing = [k for k in merged if k not in declared]
+        if missing:
+            raise SmartError(
+                f"{_rel(params_file, root_p)}: sets {', '.join(missing)} for {_rel(path, root_p)}, "
+                f"whose parameters cell does not define {'it' if len(missing) == 1 else 'them'}"
+            )
+        import nbformat
+
+        params_index = parameters_cell_index(nbformat.read(path, as_version=4), path)
+        plan.append((stem, path, merged, params_index))
+
+    out_p.mkdir(parents=True, exist_ok=True)
+    with _inline_figures():
+        return _run_plan(plan, preset, root_p, nb_dir, out_p, _resolve(root_p, runs_dir), log)
+
+
+@contextlib.contextmanager
+def _inline_figures() -> Iterator[None]:
+    """Hide ``MPLBACKEND`` from the kernels: ipykernel picks the inline backend only when it is unset,
+    and a non-interactive backend (``Agg``) would leave every figure out of the executed notebooks."""
+    saved = os.environ.pop("MPLBACKEND", None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ["MPLBACKEND"] = saved
+
+
+def _run_plan(
+    plan: list[tuple[str, Path, dict[str, Any], int]],
+    preset: str,
+    root_p: Path,
+    nb_dir: Path,
+    out_p: Path,
+    runs_p: Path,
+    log: Callable[[str], Any],
+) -> dict[str, float]:
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    timings_file = runs_p / preset / "book_timings.json"
+    timings: dict[str, float] = {}
+    for stem, path, merged, params_index in plan:
+        rel = _rel(path, root_p)
+        final = out_p / f"{stem}.ipynb"
+        failed = out_p / f"{stem}.failed.ipynb"
+        tmp = out_p / f".{stem}.{os.getpid()}.running.ipynb"
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(path),
+                str(tmp),
+                parameters=merged,
+                kernel_name="python3",
+                progress_bar=False,
+                log_output=False,
+                cwd=str(nb_dir),
+            )
+        except PapermillExecutionError as exc:
+            _keep_failed(tmp, failed)
+            where = _failed_cell_number(exc, params_index)
+            evalue = " ".join(str(exc.evalue).split())
+            log(f"{stem}: FAILED after {time.perf_counter() - t0:.1f} s; executed copy kept in {_rel(failed, root_p)}")
+            raise SmartError(f"{rel} failed at cell {where}: {exc.ename}: {evalue}") from None
+        except BaseException as exc:
+            _keep_failed(tmp, failed)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            log(f"{stem}: FAILED after {time.perf_counter() - t0:.1f} s")
+            raise SmartError(f"{rel} failed: {type(exc).__name__}: {exc}") from None
+        seconds = time.perf_counter() - t0
+        os.replace(tmp, final)
+        failed.unlink(missing_ok=True)
+        timings[stem] = round(seconds, 2)
+        _write_timings(timings_file, preset, {stem: timings[stem]})
+        log(f"{stem}: {seconds:7.1f} s  -> {_rel(final, root_p)}")
+    total = sum(timings.values())
+    log(f"{len(timings)} notebook(s) at preset '{preset}' in {total:.1f} s; timings in {_rel(timings_file, root_p)}")
+    return timings
+
+
+def _keep_failed(tmp: Path, failed: Path) -> None:
+    if tmp.exists():
+        os.replace(tmp, failed)
+
+
+def _write_timings(path: Path, preset: str, new: Mapping[str, float]) -> None:
+    """Merge ``new`` into the preset's timing file (atomic write)."""
+    data: dict[str, Any] = {"preset": preset, "seconds": {}}
+    if path.is_file():
+        try:
+            old = read_json(path)
+            if isinstance(old, dict) and isinstance(old.get("seconds"), dict):
+                data["seconds"].update(old["seconds"])
+        except ValueError:
+            pass  # a corrupt timing file is simply rewritten
+    data["seconds"].update(new)
+    data["seconds"] = dict(sorted(data["seconds"].items()))
+    data["total_seconds"] = round(sum(data["seconds"].values()), 2)
+    data["cpu_count"] = os.cpu_count()
+    data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    write_json(path, data)
+
+
+def _rel(p: Path, root: Path) -> str:
+    try:
+        return str(Path(p).resolve().relative_to(root))
+    except ValueError:
+        return str(p)

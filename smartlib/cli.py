@@ -1,0 +1,90 @@
+"""The ``smart`` command line.
+
+Every sub-command imports its module lazily (fast ``--help``), and every
+:class:`~smartlib.errors.SmartError` becomes one line on stderr with exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from .errors import SmartError
+
+__all__ = ["main", "build_parser"]
+
+
+def _data_make(a: argparse.Namespace) -> int:
+    from .data.tasks import make_task
+
+    manifest = make_task(a.task, n=a.n, seed=a.seed, out=a.out)
+    print(f"wrote {manifest}")
+    return 0
+
+
+def _data_check(a: argparse.Namespace) -> int:
+    from .data.loaders import check_path
+
+    summary, problems = check_path(a.path)
+    for p in problems:
+        print(p)
+    print(summary)
+    return 1 if problems else 0
+
+
+def _book_execute(a: argparse.Namespace) -> int:
+    from .book import execute_notebooks
+
+    execute_notebooks(a.preset, only=a.only or None)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="smart", description="SMART pretraining and downstream studies for 3D CT")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    data = sub.add_parser("data", help="make built-in phantom sets, check real data").add_subparsers(dest="sub", required=True)
+    m = data.add_parser("make", help="write a phantom task set (NIfTI + manifest.csv)")
+    m.add_argument("--task", required=True, choices=["pretrain", "nodules", "response", "segmentation", "organs"])
+    m.add_argument("--n", type=int, required=True)
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--out", required=True)
+    m.set_defaults(func=_data_make)
+    c = data.add_parser("check", help="validate a folder, file or manifest; one line per problem")
+    c.add_argument("path")
+    c.set_defaults(func=_data_check)
+
+    book = sub.add_parser("book", help="execute the book's notebooks").add_subparsers(dest="sub", required=True)
+    e = book.add_parser("execute", help="run every notebook with papermill at a preset")
+    e.add_argument("--preset", default="cpu", choices=["smoke", "cpu", "paper"])
+    e.add_argument("--only", nargs="*", help="notebook stems to run (default: all)")
+    e.set_defaults(func=_book_execute)
+
+    _register_training(sub)
+    return p
+
+
+def _register_training(sub: argparse._SubParsersAction) -> None:
+    """Training, export and evaluation sub-commands (see pretrain.py / downstream modules)."""
+    from . import cli_eval, cli_train
+
+    cli_train.register(sub)
+    cli_eval.register(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return int(func(args) or 0)
+    except SmartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

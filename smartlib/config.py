@@ -1,0 +1,223 @@
+"""Pretraining configuration: one dataclass whose defaults are the paper's (SPEC §1).
+
+Presets (``smartlib/presets/{smoke,cpu,paper}.yaml``, read with ``yaml.safe_load``) override some
+fields; ``--set key=value`` overrides any field, parsed to the field's type. An unknown key or a
+value of the wrong type is a :class:`SmartError` naming it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from .errors import SmartError
+
+__all__ = ["PretrainConfig", "PRESETS", "load_preset", "apply_overrides", "parse_set", "config_from_json"]
+
+PRESETS = ("smoke", "cpu", "paper")
+_PRESET_DIR = Path(__file__).parent / "presets"
+
+
+@dataclasses.dataclass
+class PretrainConfig:
+    # ---- data
+    data: str = "phantom"  #: "phantom" or a path (manifest .csv, folder of CTs, Decathlon root)
+    n_volumes: int = 10412  #: phantom volumes to generate (ignored for a path)
+    phantom_shape: int = 160  #: edge of generated phantom volumes (voxels at ``spacing``)
+    data_seed: int = 0
+    spacing: float = 2.0  #: resample to this isotropic spacing (mm); 0 = keep
+    hu_min: float = -500.0
+    hu_max: float = 500.0
+    cache: str = "memory"  #: "memory" caches the deterministic transforms, "none" recomputes
+    num_workers: int = 0
+    # ---- model
+    arch: str = "swin"
+    img_size: int = 128
+    embed_dim: int = 48
+    depths: tuple = (2, 2, 8, 2)
+    num_heads: tuple = (4, 4, 8, 16)
+    window_size: int = 4
+    drop_path: float = 0.1
+    semantic_attention: bool = True
+    sa_depth: int = 2
+    sa_heads: int = 8
+    layerscale: float = 1e-4
+    vit_hidden: int = 384
+    vit_layers: int = 12
+    vit_heads: int = 6
+    prototypes: int = 8192
+    head_hidden: int = 2048
+    head_bottleneck: int = 256
+    head_layers: int = 3
+    gitd_stage: int = 4  #: 4 = paper; 3 = the authors' code
+    grad_checkpoint: bool = False
+    # ---- masking
+    mask_mode: str = "attention"
+    mask_ratio: float = 0.7
+    hint_ratio: float = 0.1
+    hint_top: float = 0.1
+    # ---- noisy teacher
+    teacher_drop: float = 0.3  #: fraction of mask units dropped from the teacher's input
+    teacher_noise: str = "token"  #: "token" (authors' code) or "zero" (paper text)
+    clean_attention: bool = False  #: choose the student's mask from an extra clean teacher pass
+    momentum: float = 0.996
+    momentum_final: float = 1.0
+    # ---- losses
+    w_amip: float = 1.0
+    w_ampd: float = 0.1
+    w_aitd: float = 0.1
+    w_gitd: float = 0.1
+    student_temp: float = 0.1
+    teacher_temp: float = 0.04
+    teacher_temp_final: float = 0.07
+    teacher_temp_warmup: float = 0.0375  #: fraction of iterations (30 of 800 epochs)
+    center_momentum: float = 0.9
+    # ---- optimisation
+    epochs: int = 800
+    batch_size: int = 4  #: global batch (split across processes)
+    lr: float = 8e-4
+    min_lr: float = 1e-6
+    warmup: float = 0.1  #: fraction of iterations
+    weight_decay: float = 0.04
+    weight_decay_final: float = 0.4
+    clip_grad: float = 0.3
+    freeze_last_layer: int = 1  #: epochs
+    amp: bool = True  #: bf16 autocast (CUDA only)
+    # ---- run
+    seed: int = 0
+    device: str = "auto"
+    ckpt_every: int = 100  #: steps
+    log_every: int = 1
+    max_steps: int = 0  #: stop after this many steps (0 = run all epochs); schedules still span all epochs
+
+    def __post_init__(self) -> None:
+        self.depths, self.num_heads = tuple(self.depths), tuple(self.num_heads)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise SmartError naming the first field with an impossible value."""
+        from .masking import MASK_MODES
+
+        checks = [
+            ("arch", self.arch in ("swin", "vit"), "expected swin or vit"),
+            ("img_size", self.img_size >= 32 and self.img_size % 32 == 0, "must be a positive multiple of 32"),
+            ("embed_dim", self.embed_dim > 0 and self.embed_dim % 12 == 0, "must be a positive multiple of 12"),
+            ("depths", len(self.depths) == 4 and all(int(d) >= 1 for d in self.depths), "need four stage depths ≥ 1"),
+            ("num_heads", len(self.num_heads) == 4, "need four head counts"),
+            ("mask_mode", self.mask_mode in MASK_MODES and self.mask_mode != "given", f"expected one of {', '.join(m for m in MASK_MODES if m != 'given')}"),
+            ("mask_ratio", 0 < self.mask_ratio < 1, "must lie in (0, 1)"),
+            ("teacher_drop", 0 <= self.teacher_drop < 1, "must lie in [0, 1)"),
+            ("teacher_noise", self.teacher_noise in ("token", "zero"), "expected token or zero"),
+            ("cache", self.cache in ("memory", "none"), "expected memory or none"),
+            ("epochs", self.epochs >= 1, "must be ≥ 1"),
+            ("batch_size", self.batch_size >= 1, "must be ≥ 1"),
+            ("lr", self.lr > 0, "must be > 0"),
+            ("warmup", 0 <= self.warmup < 1, "must lie in [0, 1)"),
+            ("momentum", 0 <= self.momentum <= self.momentum_final <= 1, "need 0 ≤ momentum ≤ momentum_final ≤ 1"),
+            ("gitd_stage", self.gitd_stage in (3, 4), "expected 3 or 4"),
+            ("ckpt_every", self.ckpt_every >= 1, "must be ≥ 1"),
+            ("n_volumes", self.n_volumes >= 1, "must be ≥ 1"),
+            ("seed", self.seed >= 0, "must be ≥ 0"),
+        ]
+        for name, ok, why in checks:
+            if not ok:
+                raise SmartError(f"{name}={getattr(self, name)!r}: {why}")
+        if self.mask_mode in ("attention", "low_attention") and not self.semantic_attention:
+            raise SmartError(f"mask_mode={self.mask_mode!r} needs semantic_attention=true (no [CLS] attention without it)")
+        if self.embed_dim * 8 % self.sa_heads:
+            raise SmartError(f"sa_heads={self.sa_heads}: must divide the stage-3 width {self.embed_dim * 8}")
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Arguments for :class:`smartlib.models.SMARTNet`."""
+        keys = ["arch", "img_size", "embed_dim", "depths", "num_heads", "window_size", "drop_path", "semantic_attention",
+                "sa_depth", "sa_heads", "layerscale", "vit_hidden", "vit_layers", "vit_heads", "prototypes",
+                "head_hidden", "head_bottleneck", "head_layers", "gitd_stage"]
+        return {k: getattr(self, k) for k in keys} | {"use_checkpoint": self.grad_checkpoint}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["depths"], d["num_heads"] = list(self.depths), list(self.num_heads)
+        return d
+
+
+
+def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
+    """Convert ``value`` to the type of the field's default, or raise SmartError."""
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            raise ValueError
+        if isinstance(default, int):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if isinstance(default, tuple):
+            if isinstance(value, str):
+                value = yaml.safe_load(value if value.strip().startswith("[") else f"[{value}]")
+            if not isinstance(value, (list, tuple)):
+                raise ValueError
+            return tuple(int(v) for v in value)
+        if isinstance(default, str):
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    raise SmartError(f"{source}: {name}={value!r} is not a valid {type(default).__name__}")
+
+
+def apply_overrides(cfg: PretrainConfig, overrides: dict[str, Any], source: str = "--set") -> PretrainConfig:
+    """A new config with ``overrides`` applied (type-checked; unknown keys rejected)."""
+    fields = {f.name: f for f in dataclasses.fields(PretrainConfig)}
+    d = cfg.to_dict()
+    for k, v in overrides.items():
+        if k not in fields:
+            raise SmartError(f"{source}: unknown config key {k!r}")
+        d[k] = _coerce(k, v, getattr(cfg, k), source)
+    return PretrainConfig(**d)
+
+
+def parse_set(items: Iterable[str]) -> dict[str, str]:
+    """``["lr=1e-3", "depths=2,2,2,2"]`` → ``{"lr": "1e-3", "depths": "2,2,2,2"}``."""
+    out = {}
+    for it in items:
+        if "=" not in it:
+            raise SmartError(f"--set {it!r}: expected key=value")
+        k, v = it.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def load_preset(name: str, overrides: dict[str, Any] | None = None) -> PretrainConfig:
+    """The paper defaults, then the preset file, then ``overrides``."""
+    if name not in PRESETS:
+        raise SmartError(f"preset {name!r}: expected one of {', '.join(PRESETS)}")
+    path = _PRESET_DIR / f"{name}.yaml"
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SmartError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise SmartError(f"{path}: expected a mapping of config keys")
+    cfg = apply_overrides(PretrainConfig(), data, str(path))
+    return apply_overrides(cfg, overrides or {}) if overrides else cfg
+
+
+def config_from_json(path: str | Path) -> PretrainConfig:
+    """Read a run's ``config.json``."""
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SmartError(f"{p}: cannot read run config ({exc})") from None
+    return apply_overrides(PretrainConfig(), d, str(p))

@@ -1,0 +1,262 @@
+"""The book's structure (notebooks, presets, table of contents) and its papermill executor."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from smartlib.book import execute_notebooks, find_root, load_params, notebook_parameters
+from smartlib.errors import SmartError
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+STEMS = [p.stem for p in NOTEBOOKS]
+PRESETS = ["smoke", "cpu", "paper"]
+COMMON_KEYS = {"preset", "runs_dir", "seed"}
+
+
+# --------------------------------------------------------------------------- notebooks
+
+
+def test_there_are_notebooks() -> None:
+    assert "00_data" in STEMS, STEMS
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=STEMS)
+def test_notebook_is_clean_and_parameterised(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in (c.metadata.get("tags") or [])]
+    assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged 'parameters'"
+    assert nb.cells[tagged[0]].cell_type == "code"
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", nb.metadata.get("kernelspec")
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            assert cell.get("outputs") == [], f"{path.name}: cell {i} has stored outputs"
+            assert cell.get("execution_count") is None, f"{path.name}: cell {i} has an execution count"
+        assert "injected-parameters" not in (cell.metadata.get("tags") or []), f"{path.name}: papermill output committed"
+    declared = notebook_parameters(path)
+    assert COMMON_KEYS <= set(declared), f"{path.name}: parameters cell lacks {COMMON_KEYS - set(declared)}"
+
+
+# --------------------------------------------------------------------------- presets
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_params_file_matches_notebooks(preset: str) -> None:
+    path = ROOT / "params" / f"{preset}.yaml"
+    raw = yaml.safe_load(path.read_text())
+    assert isinstance(raw, dict) and isinstance(raw.get("common"), dict), f"{path.name}: no 'common' mapping"
+    common = raw["common"]
+    assert common.get("preset") == preset
+    assert common.get("runs_dir") == f"../runs/{preset}"
+    assert isinstance(common.get("seed"), int) and not isinstance(common["seed"], bool)
+
+    params = load_params(path)
+    for key, mapping in params.items():
+        if key == "common":
+            continue
+        # a chapter not written yet may only hold an empty placeholder mapping
+        assert key in STEMS or mapping == {}, f"{path.name}: key '{key}' sets {sorted(mapping)} for a notebook that does not exist"
+    for stem, nb_path in zip(STEMS, NOTEBOOKS):
+        declared = notebook_parameters(nb_path)
+        merged = {**params["common"], **params.get(stem, {})}
+        unknown = sorted(set(merged) - set(declared))
+        assert not unknown, f"{path.name}: sets {unknown} for {stem}, not defined in its parameters cell"
+
+
+def _literal_defaults(nb_path: Path) -> dict[str, object]:
+    out = {}
+    for name, src in notebook_parameters(nb_path).items():
+        try:
+            out[name] = ast.literal_eval(src)
+        except (ValueError, SyntaxError):
+            pass  # an expression default cannot be compared statically
+    return out
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=STEMS)
+def test_notebook_defaults_are_the_smoke_preset(path: Path) -> None:
+    params = load_params(ROOT / "params" / "smoke.yaml")
+    merged = {**params["common"], **params.get(path.stem, {})}
+    defaults = _literal_defaults(path)
+    differing = {k: (v, defaults[k]) for k, v in merged.items() if k in defaults and defaults[k] != v}
+    assert not differing, f"{path.name}: smoke preset vs parameters-cell default differ: {differing}"
+
+
+# --------------------------------------------------------------------------- table of contents
+
+
+def _toc_files(node: object) -> list[str]:
+    files: list[str] = []
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k in ("file", "root") and isinstance(v, str):
+                files.append(v)
+            else:
+                files.extend(_toc_files(v))
+    elif isinstance(node, list):
+        for v in node:
+            files.extend(_toc_files(v))
+    return files
+
+
+def test_toc_points_to_existing_sources() -> None:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    assert toc["format"] == "jb-book"
+    assert toc["root"] == "book/intro"
+    files = _toc_files(toc)
+    missing = []
+    for entry in files:
+        if entry.startswith("book/executed/"):
+            if not (ROOT / "notebooks" / f"{Path(entry).name}.ipynb").is_file():
+                missing.append(entry)
+        elif not any((ROOT / f"{entry}{ext}").is_file() for ext in (".md", ".ipynb")):
+            missing.append(entry)
+    assert not missing, f"_toc.yml entries without a source: {missing}"
+    listed = {Path(f).name for f in files if f.startswith("book/executed/")}
+    assert set(STEMS) <= listed, f"notebooks missing from _toc.yml: {sorted(set(STEMS) - listed)}"
+
+
+def test_config_renders_without_executing() -> None:
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert cfg["execute"]["execute_notebooks"] == "off"
+    assert cfg["only_build_toc_files"] is True
+    for pattern in (".venv", "runs", "notebooks", "_build"):
+        assert pattern in cfg["exclude_patterns"]
+
+
+def test_find_root() -> None:
+    assert find_root(ROOT / "smartlib") == ROOT
+
+
+# --------------------------------------------------------------------------- execute_notebooks
+
+
+def _notebook(path: Path, params_src: str, *body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell("# tiny")]
+    if params_src:
+        cell = nbformat.v4.new_code_cell(params_src)
+        cell.metadata["tags"] = ["parameters"]
+        nb.cells.append(cell)
+    nb.cells += [nbformat.v4.new_code_cell(src) for src in body]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+OK_BODY = (
+    "import json, os, sys\n"
+    "import matplotlib\n"
+    "json.dump({'preset': preset, 'runs_dir': runs_dir, 'seed': seed, 'word': word,\n"
+    "           'cwd': os.getcwd(), 'prefix': sys.prefix, 'backend': matplotlib.get_backend()},\n"
+    "          open('seen.json', 'w'))"
+)
+PARAMS_SRC = 'preset = "smoke"\nruns_dir = "../runs/smoke"\nseed = 0\nword = "default"\n'
+
+
+@pytest.fixture
+def book(tmp_path: Path) -> Path:
+    """A miniature repository: two notebooks (the second fails) and one preset."""
+    _notebook(tmp_path / "notebooks" / "00_ok.ipynb", PARAMS_SRC, OK_BODY)
+    _notebook(tmp_path / "notebooks" / "01_bad.ipynb", PARAMS_SRC, "x = 1", "raise ValueError('boom 42')", "y = 2")
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "tiny.yaml").write_text(
+        "common: {preset: tiny, runs_dir: ../runs/tiny, seed: 3}\n00_ok: {word: hello}\n01_bad: {}\n"
+    )
+    return tmp_path
+
+
+def _run(root: Path, preset: str = "tiny", **kw):
+    lines: list[str] = []
+    t = execute_notebooks(preset, root=root, log=lines.append, **kw)
+    return t, lines
+
+
+def test_execute_success_injects_parameters(book: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MPLBACKEND", "Agg")  # must not leak into the kernel (figures would vanish)
+    timings, lines = _run(book, only=["00_ok"])
+    assert list(timings) == ["00_ok"] and timings["00_ok"] > 0
+    seen = json.loads((book / "notebooks" / "seen.json").read_text())
+    assert seen["preset"] == "tiny" and seen["runs_dir"] == "../runs/tiny"
+    assert seen["seed"] == 3 and seen["word"] == "hello"
+    assert Path(seen["cwd"]).resolve() == (book / "notebooks").resolve()
+    # the kernel runs in the same environment as the caller (the venv's python, not a system one)
+    assert Path(seen["prefix"]).resolve() == Path(sys.prefix).resolve()
+    assert "inline" in seen["backend"], seen["backend"]
+    assert os.environ["MPLBACKEND"] == "Agg"  # restored for the caller
+    out = nbformat.read(book / "book" / "executed" / "00_ok.ipynb", as_version=4)
+    assert any("injected-parameters" in (c.metadata.get("tags") or []) for c in out.cells)
+    left = sorted(p.name for p in (book / "book" / "executed").iterdir())
+    assert left == ["00_ok.ipynb"], left
+    saved = json.loads((book / "runs" / "tiny" / "book_timings.json").read_text())
+    assert saved["preset"] == "tiny" and set(saved["seconds"]) == {"00_ok"}
+    assert any(line.startswith("00_ok:") for line in lines)
+
+
+def test_execute_failure_names_notebook_and_keeps_previous(book: Path) -> None:
+    executed = book / "book" / "executed"
+    with pytest.raises(SmartError) as err:
+        _run(book)
+    msg = str(err.value)
+    assert msg == "notebooks/01_bad.ipynb failed at cell 4: ValueError: boom 42", msg
+    assert (executed / "00_ok.ipynb").is_file()  # the notebook before it completed
+    assert not (executed / "01_bad.ipynb").exists()
+    assert (executed / "01_bad.failed.ipynb").is_file()
+    assert not [p for p in executed.iterdir() if p.name.startswith(".")]
+    assert set(json.loads((book / "runs" / "tiny" / "book_timings.json").read_text())["seconds"]) == {"00_ok"}
+
+    # a previous good copy survives a failed re-run untouched
+    (executed / "01_bad.ipynb").write_text("previous")
+    with pytest.raises(SmartError, match="01_bad.ipynb failed at cell 4"):
+        _run(book, only=["01_bad"])
+    assert (executed / "01_bad.ipynb").read_text() == "previous"
+
+
+def test_execute_unknown_preset(book: Path) -> None:
+    with pytest.raises(SmartError, match=r"preset 'nope'.*params/nope.yaml.*tiny"):
+        _run(book, preset="nope")
+    assert not (book / "book" / "executed").exists()
+
+
+def test_execute_unknown_stem(book: Path) -> None:
+    with pytest.raises(SmartError, match=r"unknown notebook '99_missing'.*00_ok, 01_bad"):
+        _run(book, only=["00_ok", "99_missing"])
+    assert not (book / "book" / "executed").exists()
+
+
+def test_execute_needs_parameters_cell(book: Path) -> None:
+    _notebook(book / "notebooks" / "02_noparams.ipynb", "", "x = 1")
+    with pytest.raises(SmartError, match=r"02_noparams.ipynb: no code cell tagged 'parameters'"):
+        _run(book, only=["02_noparams"])
+
+
+def test_execute_rejects_unknown_parameter(book: Path) -> None:
+    (book / "params" / "tiny.yaml").write_text("common: {preset: tiny, runs_dir: x, seed: 0}\n00_ok: {wrod: hi}\n")
+    with pytest.raises(SmartError, match=r"params/tiny.yaml: sets wrod for notebooks/00_ok.ipynb"):
+        _run(book, only=["00_ok"])
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("common: [1, 2\n", "not valid YAML"),
+        ("- 1\n- 2\n", "expected a mapping"),
+        ("00_ok: {word: x}\n", "missing the 'common' mapping"),
+        ("common: 3\n", "'common' must be a mapping"),
+        ("common: {}\n00_ok: {1: x}\n", "not a valid Python variable name"),
+    ],
+)
+def test_execute_malformed_params(book: Path, text: str, match: str) -> None:
+    (book / "params" / "tiny.yaml").write_text(text)
+    with pytest.raises(SmartError, match=r"tiny\.yaml: .*" + match.replace("[", r"\[")):
+        _run(book)
+    assert not (book / "book" / "executed").exists()
