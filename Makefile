@@ -9,8 +9,8 @@
 # then the package is installed with a constraint file pinning the same torch spec, so pip can
 # neither upgrade torch nor pull a CUDA build on a CPU machine.
 #   GPU box:  make book PRESET=paper TORCH_INDEX=https://download.pytorch.org/whl/cu128
-#   CPU box whose default torch wheel is a CUDA build:
-#             make book TORCH_INDEX=https://download.pytorch.org/whl/cpu
+#   CPU box whose default torch wheel is a CUDA build: detected (pip dry run + no nvidia-smi) and
+#             torch is taken from TORCH_CPU_INDEX; or say so: make book TORCH_INDEX=https://download.pytorch.org/whl/cpu
 
 PYTHON      ?= python3
 VENV        ?= .venv

@@ -210,6 +210,8 @@ def execute_notebooks(
     if not stems:
         raise SmartError(f"{_rel(nb_dir, root_p)}: no notebooks to run")
 
+    import nbformat
+
     # validate everything before running anything
     plan: list[tuple[str, Path, dict[str, Any], int]] = []
     for stem in stems:
@@ -222,8 +224,6 @@ def execute_notebooks(
                 f"{_rel(params_file, root_p)}: sets {', '.join(missing)} for {_rel(path, root_p)}, "
                 f"whose parameters cell does not define {'it' if len(missing) == 1 else 'them'}"
             )
-        import nbformat
-
         params_index = parameters_cell_index(nbformat.read(path, as_version=4), path)
         plan.append((stem, path, merged, params_index))
 

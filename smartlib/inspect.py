@@ -23,7 +23,7 @@ import torch
 from .errors import SmartError
 
 __all__ = ["load_metrics", "final_losses", "run_summary", "inspect_run", "unit_to_voxels", "lesion_volumes",
-           "attention_focus", "LOSS_TERMS"]
+           "attention_focus", "ablation_table", "two_by_two", "LOSS_TERMS"]
 
 LOSS_TERMS = ("loss", "amip", "ampd", "aitd", "gitd")
 
@@ -242,3 +242,45 @@ def attention_focus(encoder_path: str | Path, images: np.ndarray, masks: np.ndar
         frac = masks[i].reshape(grid, UNIT, grid, UNIT, grid, UNIT).mean(axis=(1, 3, 5)).reshape(-1)  # lesion fraction per unit
         share[i] = float((attn * frac).sum() / attn.sum())
     return {"share": share, "baseline": baseline, "ratio": share / np.maximum(baseline, 1e-12)}
+
+
+# ------------------------------------------------------------------------------------------ ablations
+def ablation_table(encoders: dict[str, str | Path], images: np.ndarray, masks: np.ndarray, last: int = 5):
+    """One row per pretrained variant: its switches, final losses and attention focus on lesions.
+
+    Args:
+        encoders: variant name → exported encoder path (``zoo.pretrained``'s return; the run is its folder).
+        images, masks: lesion volumes for :func:`attention_focus` (e.g. from :func:`lesion_volumes`).
+        last: final losses are averaged over this many last logged steps.
+    Returns:
+        A DataFrame with ``variant``, ``semantic_attention``, ``noisy_teacher``, ``mask_mode``,
+        ``final_<term>`` for each loss term, ``steps``, ``attention_share`` (mean over volumes),
+        ``attention_share_sd``, ``lesion_fraction`` (uniform-attention baseline) and ``focus_ratio``.
+    """
+    import pandas as pd
+
+    from .pretrain import load_run_config
+
+    rows = []
+    for name, enc in encoders.items():
+        run = Path(enc).parent
+        cfg = load_run_config(run)
+        df = load_metrics(run)
+        f = attention_focus(enc, images, masks)
+        rows.append({"variant": name, "semantic_attention": cfg.semantic_attention, "noisy_teacher": cfg.teacher_drop > 0,
+                     "mask_mode": cfg.mask_mode, "steps": int(df["step"].max()) + 1,
+                     **{f"final_{k}": v for k, v in final_losses(df, last).items()},
+                     "attention_share": float(np.mean(f["share"])), "attention_share_sd": float(np.std(f["share"])),
+                     "lesion_fraction": float(np.mean(f["baseline"])), "focus_ratio": float(np.mean(f["ratio"]))})
+    return pd.DataFrame(rows)
+
+
+def two_by_two(table, value: str, variants: Sequence[str] = ("smart", "sa_clean", "noise_no_sa", "smit")):
+    """The semantic-attention × noisy-teacher grid of ``value`` from :func:`ablation_table`'s rows for ``variants``."""
+    sub = table[table["variant"].isin(list(variants))]
+    if sub.empty:
+        raise SmartError(f"two_by_two: none of {', '.join(variants)} in the table")
+    grid = sub.pivot_table(index="semantic_attention", columns="noisy_teacher", values=value, aggfunc="first", dropna=False)
+    grid.index = [f"semantic attention {'on' if v else 'off'}" for v in grid.index]
+    grid.columns = [f"teacher {'noisy' if v else 'clean'}" for v in grid.columns]
+    return grid

@@ -11,6 +11,7 @@ from typing import Any, Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
 from .errors import SmartError
 from .plots import axial
@@ -65,6 +66,9 @@ def loss_curves(runs: Any, terms: Sequence[str] = ("loss", "amip", "ampd", "aitd
         ax.set_xlabel("step")
         if log:
             ax.set_yscale("log")
+            ax.yaxis.set_major_locator(MaxNLocator(5))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
         ax.grid(alpha=0.3)
     if len(runs) > 1:
         axes[0][0].legend(fontsize=7)
@@ -74,6 +78,8 @@ def loss_curves(runs: Any, terms: Sequence[str] = ("loss", "amip", "ampd", "aitd
 
 def inspection_panels(res: Mapping[str, Any], z: int | None = None, size: float = 2.4) -> Figure:
     """Axial panels per inspected view: input, teacher attention, chosen mask, masked input, reconstruction.
+
+    The last panel shows the student's prediction inside the masked units and the visible input elsewhere.
 
     Args:
         res: the dict of :func:`smartlib.inspect.inspect_run`.
@@ -85,14 +91,15 @@ def inspection_panels(res: Mapping[str, Any], z: int | None = None, size: float 
     if missing:
         raise SmartError(f"inspection_panels: result lacks {', '.join(missing)} (expected inspect_run's output)")
     n = res["view"].shape[0]
-    cols = ["view", "teacher attention", "mask (red = masked)", "student input", "reconstruction"]
+    cols = ["view", "teacher attention", "mask (red = masked)", "student input", "reconstruction (masked units)"]
     fig, axes = plt.subplots(n, len(cols), figsize=(size * len(cols), size * n), squeeze=False)
     for i in range(n):
         view = axial(res["view"][i], z)
         att = axial(res["attention"][i], z)
         mask = axial(res["mask"][i], z)
         panels = [(view, "gray", (0, 1)), (view, "gray", (0, 1)), (view, "gray", (0, 1)),
-                  (axial(res["masked_input"][i], z), "gray", (0, 1)), (axial(res["recon"][i], z), "gray", (0, 1))]
+                  (axial(res["masked_input"][i], z), "gray", (0, 1)),
+                  (axial(np.where(res["mask"][i], res["recon"][i], res["view"][i]), z), "gray", (0, 1))]
         for j, (img, cmap, (lo, hi)) in enumerate(panels):
             ax = axes[i][j]
             ax.imshow(img, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")

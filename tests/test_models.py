@@ -576,3 +576,53 @@ def test_last_layers_are_the_heads_last_layers():
     expected = {id(p) for h in (net.head_cls, net.head_patch, net.head_pool) for p in h.last_layer.parameters()}
     assert {id(p) for p in ll} == expected and len(ll) == 6
     assert SMARTNet(heads=False, **SMALL).last_layers() == []
+
+
+@pytest.mark.parametrize("arch", ["swin", "vit"])
+@pytest.mark.parametrize("shape", [(1, 16), (4, 4), (2, 7), (2, 2, 2, 2)])
+def test_smartnet_bad_unit_mask_shape(arch, shape):
+    kw = SMALL if arch == "swin" else dict(arch="vit", img_size=32, vit_hidden=24, vit_layers=1, vit_heads=2, sa_heads=4)
+    net = SMARTNet(heads=False, **kw).eval()
+    with pytest.raises(ValueError, match="mask"):
+        net.encode(torch.rand(2, 1, 32, 32, 32), torch.zeros(shape, dtype=torch.bool))
+
+
+def test_load_encoder_img_size_override(tmp_path):
+    torch.manual_seed(0)
+    path = export_encoder(SMARTNet(heads=False, **SMALL), tmp_path / "enc.pt")
+    net = load_encoder(path, img_size=64).eval()
+    with torch.no_grad():
+        out = net.encode(torch.rand(1, 1, 64, 64, 64))
+    assert out["tokens"].shape == (1, 64, 96)
+    with pytest.raises(SmartError, match="nope"):
+        load_encoder(path, nope=1)
+
+
+def test_load_encoder_vit_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    net = SMARTNet(heads=False, arch="vit", img_size=32, vit_hidden=24, vit_layers=1, vit_heads=2, sa_heads=4).eval()
+    path = export_encoder(net, tmp_path / "vit.pt")
+    loaded = load_encoder(path).eval()
+    x = torch.rand(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(net.encode(x)["cls"], loaded.encode(x)["cls"])
+    # a ViT's position embeddings fix its input size: another img_size cannot load
+    with pytest.raises(SmartError, match="vit.pt"):
+        load_encoder(path, img_size=64)
+
+
+@pytest.mark.parametrize("tamper", ["embed18", "arch", "no_encoder", "no_model"])
+def test_load_encoder_invalid_export_names_file(tmp_path, tamper):
+    path = export_encoder(SMARTNet(heads=False, **SMALL), tmp_path / "enc.pt")
+    blob = torch.load(path, weights_only=True)
+    if tamper == "embed18":
+        blob["model"]["embed_dim"] = 18
+    elif tamper == "arch":
+        blob["model"]["arch"] = "foo"
+    elif tamper == "no_encoder":
+        del blob["encoder"]
+    else:
+        del blob["model"]
+    torch.save(blob, tmp_path / "tampered.pt")
+    with pytest.raises(SmartError, match="tampered.pt"):
+        load_encoder(tmp_path / "tampered.pt")

@@ -112,6 +112,8 @@ class SMARTNet(nn.Module):
         if self.a.arch == "swin":
             patch_mask = None
             if unit_mask is not None:
+                if tuple(unit_mask.shape) != (x.shape[0], self.grid**3):
+                    raise ValueError(f"unit mask shape {tuple(unit_mask.shape)}: expected (B, N) = {(x.shape[0], self.grid**3)}")
                 g, f = self.grid, UNIT // 2
                 patch_mask = unit_mask.view(-1, g, g, g).repeat_interleave(f, 1).repeat_interleave(f, 2).repeat_interleave(f, 3)
             stages = self.encoder(x, patch_mask)
@@ -193,7 +195,10 @@ def load_encoder(path: str | Path, **overrides: Any) -> SMARTNet:
     if missing or not isinstance(blob["model"], dict) or not isinstance(blob["encoder"], dict):
         raise SmartError(f"{path}: incomplete SMART encoder export (missing or malformed: {', '.join(missing) or 'model/encoder'})")
     kwargs = {**blob["model"], **overrides}
-    net = SMARTNet(heads=False, **kwargs)
+    try:
+        net = SMARTNet(heads=False, **kwargs)
+    except SmartError as exc:
+        raise SmartError(f"{path}: cannot rebuild the encoder ({exc})") from None
     try:
         net.encoder.load_state_dict({**blob["encoder"], "mask_token": blob["mask_token"]}, strict=True)
         if (net.sa is None) != (blob["semantic_attention"] is None):

@@ -1,0 +1,93 @@
+"""Encoders for the downstream studies and their frozen features.
+
+An *init* is ``"scratch"`` (random weights of the preset's architecture, seeded), the name of a
+pretraining variant in :data:`smartlib.zoo.VARIANTS` (pretrained on demand by
+:func:`smartlib.zoo.pretrained`), or the path of an exported encoder (``smart export``), which is
+loaded with strict key matching (:func:`smartlib.models.smart.load_encoder`).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import SmartError
+
+__all__ = ["resolve_init", "load_init", "init_arch", "extract_features", "stack"]
+
+
+def resolve_init(init: str | os.PathLike, preset: str, runs_dir: str | os.PathLike, log=print) -> str:
+    """``"scratch"`` stays; a variant name becomes its exported encoder path (pretraining it if needed);
+    anything else must be an existing file."""
+    from ..zoo import VARIANTS, pretrained
+
+    s = str(init)
+    if s == "scratch":
+        return s
+    if s in VARIANTS:
+        return str(pretrained(s, preset, runs_dir, log=log))
+    if not Path(s).is_file():
+        raise SmartError(f"{s}: encoder checkpoint not found (expected 'scratch', a variant of {', '.join(VARIANTS)}, or an exported encoder .pt)")
+    return s
+
+
+def init_arch(init: str, preset: str) -> dict:
+    """Architecture arguments of ``init``: the preset's for scratch, the export's own otherwise."""
+    from ..config import load_preset
+    from ..io import load_torch
+    from ..models.smart import EXPORT_FORMAT
+
+    if init == "scratch":
+        return load_preset(preset).model_kwargs()
+    blob = load_torch(init)
+    if not isinstance(blob, dict) or blob.get("format") != EXPORT_FORMAT or not isinstance(blob.get("model"), dict):
+        raise SmartError(f"{init}: not a SMART encoder export (expected format {EXPORT_FORMAT!r}; use `smart export RUN`)")
+    return dict(blob["model"])
+
+
+def load_init(init: str, preset: str, img_size: int, seed: int = 0):
+    """A :class:`~smartlib.models.smart.SMARTNet` (``heads=False``, drop path 0) for inputs of ``img_size``³.
+
+    ``init`` is ``"scratch"`` (preset architecture, weights drawn after ``seed_everything(seed)``) or an
+    export path (strict loading; a file of another format or whose weights do not fit its declared
+    architecture is a SmartError).
+    """
+    from ..config import load_preset
+    from ..models.smart import SMARTNet, load_encoder
+    from ..seed import seed_everything
+
+    if init == "scratch":
+        seed_everything(seed)
+        kw = {**load_preset(preset).model_kwargs(), "img_size": img_size, "drop_path": 0.0}
+        return SMARTNet(heads=False, **kw)
+    overrides = {"img_size": img_size, "drop_path": 0.0}
+    if init_arch(init, preset).get("arch", "swin") != "swin":
+        overrides.pop("img_size")
+    return load_encoder(init, **overrides)
+
+
+def stack(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``[(1, S, S, S)] * N`` → ``(N, 1, S, S, S)``; a clear error if the sizes differ."""
+    shapes = {tuple(t.shape) for t in images}
+    if len(shapes) != 1:
+        raise SmartError(f"images have different shapes {sorted(shapes)[:3]}: set a crop size (roi)")
+    return torch.stack(list(images))
+
+
+@torch.no_grad()
+def extract_features(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 8) -> dict[str, np.ndarray]:
+    """Frozen features of ``images`` (N, 1, S, S, S) in batches (eval mode, no gradients).
+
+    Returns: ``cls`` (N, C3) the [CLS] token after semantic attention (the token mean when the model
+    has none) and ``pooled`` (N, Cg) the average-pooled deepest map, both float32 NumPy arrays.
+    """
+    net.eval()
+    cls, pooled = [], []
+    for i in range(0, len(images), batch_size):
+        out = net.encode(images[i:i + batch_size])
+        cls.append(out["cls"].float().cpu())
+        pooled.append(out["pooled"].float().cpu())
+    return {"cls": torch.cat(cls).numpy(), "pooled": torch.cat(pooled).numpy()}
