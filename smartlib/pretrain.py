@@ -199,6 +199,8 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
         if {k: v for k, v in saved.to_dict().items() if k != "max_steps"} != {k: v for k, v in cfg.to_dict().items() if k != "max_steps"}:
             cfg_diff = [k for k, v in cfg.to_dict().items() if saved.to_dict()[k] != v and k != "max_steps"]
             raise SmartError(f"{run}: --resume with a different config ({', '.join(cfg_diff)}); resume with the run's own settings")
+    if world > 1:
+        dist.barrier()  # every process has checked the folder before rank 0 writes config.json into it
     run.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         write_json(run / "config.json", cfg.to_dict())
@@ -206,7 +208,12 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
     seed_everything(cfg.seed)
     device = _device(cfg)
     amp = cfg.amp and device.type == "cuda"
-    data = PretrainData(cfg, _records(cfg, run))
+    if world > 1 and rank != 0:
+        dist.barrier()  # rank 0 generates (or checks) the phantom cache first; the others then read it
+    records = _records(cfg, run)
+    if world > 1 and rank == 0:
+        dist.barrier()
+    data = PretrainData(cfg, records)
     local_b = cfg.batch_size // world
     steps_per_epoch = len(data) // cfg.batch_size
     if steps_per_epoch == 0:

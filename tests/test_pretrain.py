@@ -296,3 +296,47 @@ def test_inspect_run_shapes_and_consistency(base_run):
     assert s["complete"] and s["steps_done"] == 8 and s["final_amip"] == pytest.approx(df["amip"].tail(5).mean())
     with pytest.raises(SmartError):
         inspect_run(base_run, n=0)
+
+
+def test_attention_focus_is_the_attention_mass_inside_the_lesion(base_run):
+    from smartlib.inspect import attention_focus
+
+    enc = base_run / "encoder.pt"
+    rng = np.random.default_rng(0)
+    images = rng.random((2, 32, 32, 32), dtype=np.float32)
+    masks = np.zeros((2, 32, 32, 32), bool)
+    masks[0, :16, :16, 16:] = True  # exactly unit (0, 0, 1) = index 1
+    masks[1, 16:, 16:, 16:] = True  # half of unit (1, 1, 1) = index 7: half of its voxels
+    masks[1, 16:, 16:, 16:24] = False
+    with torch.no_grad():
+        attn = load_encoder(enc, img_size=32).eval().encode(torch.from_numpy(images)[:, None])["attn"].double().numpy()
+    f = attention_focus(enc, images, masks)
+    assert f["share"][0] == pytest.approx(attn[0, 1] / attn[0].sum(), rel=1e-5)
+    assert f["share"][1] == pytest.approx(0.5 * attn[1, 7] / attn[1].sum(), rel=1e-5)
+    assert f["baseline"] == pytest.approx([1 / 8, 1 / 16])
+    assert f["ratio"] == pytest.approx(f["share"] / f["baseline"])
+    with pytest.raises(SmartError):
+        attention_focus(enc, images, masks[:, :16])
+
+
+def test_pretraining_figures(base_run):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from smartlib.inspect import inspect_run, load_metrics
+    from smartlib.plots_pretrain import inspection_panels, loss_curves, variant_bars
+
+    df = load_metrics(base_run)
+    fig = loss_curves({"a": df, "b": df}, log=True, smooth=3)
+    assert len(fig.axes) == 5 and all(ax.get_yscale() == "log" for ax in fig.axes)
+    fig2 = inspection_panels(inspect_run(base_run, n=1))
+    assert len(fig2.axes) == 5
+    import pandas as pd
+
+    fig3 = variant_bars(pd.DataFrame({"variant": ["x", "y"], "v": [1.0, float("nan")]}), "v", reference=1.0)
+    assert len(fig3.axes[0].patches) == 1  # the NaN row is an empty "n/a" slot
+    with pytest.raises(SmartError):
+        loss_curves(df, terms=("nosuch",))
+    plt.close("all")
