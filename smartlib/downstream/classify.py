@@ -185,7 +185,8 @@ def classification_study(task: str, inits: Mapping[str, str] | Sequence[str] | s
                          runs_dir: str | os.PathLike = "runs", out: str | os.PathLike | None = None,
                          data: str | os.PathLike | None = None, fractions: Sequence[float] = (1.0,),
                          seeds: Sequence[int] = (0,), modes: Sequence[str] = ("probe",),
-                         finetune_fractions: Sequence[float] | None = None, epochs: int = 5, n_boot: int = 1000,
+                         finetune_fractions: Sequence[float] | None = None, finetune_seeds: Sequence[int] | None = None,
+                         epochs: int = 5, n_boot: int = 1000,
                          roi: int | None = None, spacing: float | None | str = "default", n: int | None = None,
                          data_seed: int = 0, batch_size: int = 8, lr: float = 3e-4, feature: str = "both",
                          dataset: ClassData | None = None, log: Callable[[str], None] = print) -> "pd.DataFrame":
@@ -194,8 +195,8 @@ def classification_study(task: str, inits: Mapping[str, str] | Sequence[str] | s
     Args:
         task: ``nodules``, ``response`` (binary) or ``organs``.
         inits: names → init specs (``"scratch"``, a variant name, or an export path); a list uses the specs as names.
-        modes: any of ``probe``, ``finetune``; ``finetune_fractions`` restricts fine-tuning to those
-            fractions (default: all).
+        modes: any of ``probe``, ``finetune``; ``finetune_fractions`` / ``finetune_seeds`` restrict fine-tuning
+            to those fractions / seeds (default: all of ``fractions`` / ``seeds``).
         dataset: a :class:`ClassData` already loaded (the notebooks load once, study many times).
 
     Row columns: ``task, init, mode, fraction, seed, n_train, n_test`` and each metric with ``_lo``/``_hi``,
@@ -213,18 +214,19 @@ def classification_study(task: str, inits: Mapping[str, str] | Sequence[str] | s
     fractions = _check_fractions(fractions)
     ft_fractions = fractions if finetune_fractions is None else _check_fractions(finetune_fractions)
     inits_d = _as_inits(inits)
+    paths = {name: resolve_init(spec, preset, runs_dir, log=log) for name, spec in inits_d.items()}  # fail early
     ds = dataset or load_classification(task, data, preset, runs_dir, n=n, data_seed=data_seed, roi=roi, spacing=spacing)
     tr, te = ds.split["train"], ds.split["test"]
     x_test, y_test = ds.images[te], ds.labels[te]
     rows, preds = [], []
     for name, spec in inits_d.items():
-        path = resolve_init(spec, preset, runs_dir, log=log)
+        path = paths[name]
         feats = None
         for mode in modes:
             for f in fractions:
                 if mode == "finetune" and f not in ft_fractions:
                     continue
-                for s in seeds:
+                for s in (seeds if mode == "probe" or finetune_seeds is None else finetune_seeds):
                     t0 = time.time()
                     keep = label_fraction_indices(tr, ds.labels.tolist(), ds.patients, f, seed=s)
                     if len(set(ds.labels[keep].tolist())) < 2:

@@ -62,6 +62,7 @@ def cluster_study(inits: Mapping[str, str] | Sequence[str], *, preset: str = "cp
     from .classify import _as_inits, load_classification
 
     inits_d = _as_inits(inits)
+    paths = {name: resolve_init(spec, preset, runs_dir, log=log) for name, spec in inits_d.items()}  # fail early
     ds = dataset or load_classification("organs", data, preset, runs_dir, n=n, data_seed=data_seed, roi=roi, spacing=spacing)
     idx = np.arange(len(ds.labels)) if split is None else ds.split[split]
     if len(idx) == 0:
@@ -70,7 +71,7 @@ def cluster_study(inits: Mapping[str, str] | Sequence[str], *, preset: str = "cp
     rows, emb = [], {}
     for name, spec in inits_d.items():
         t0 = time.time()
-        path = resolve_init(spec, preset, runs_dir, log=log)
+        path = paths[name]
         feats = extract_features(load_init(path, preset, ds.prep["roi"], seed=seed), ds.images[idx], batch_size)
         for feat in features:
             if feat not in feats:

@@ -31,6 +31,7 @@ def resolve_init(init: str | os.PathLike, preset: str, runs_dir: str | os.PathLi
         return str(pretrained(s, preset, runs_dir, log=log))
     if not Path(s).is_file():
         raise SmartError(f"{s}: encoder checkpoint not found (expected 'scratch', a variant of {', '.join(VARIANTS)}, or an exported encoder .pt)")
+    init_arch(s, preset)  # a file of another format fails here, before any data is prepared
     return s
 
 

@@ -218,12 +218,13 @@ def segmentation_study(inits: Mapping[str, str] | Sequence[str], *, preset: str 
 
     fractions = _check_fractions(fractions)
     inits_d = _as_inits(inits)
+    paths = {name: resolve_init(spec, preset, runs_dir, log=log) for name, spec in inits_d.items()}  # fail early
     ds = dataset or load_segmentation(data, preset, runs_dir, n=n, data_seed=data_seed, roi=roi, spacing=spacing)
     tr, te = ds.split["train"], ds.split["test"]
     patients = [str(r["patient_id"]) for r in ds.records]
     runs, cases = [], []
     for name, spec in inits_d.items():
-        path = resolve_init(spec, preset, runs_dir, log=log)
+        path = paths[name]
         for f in fractions:
             for s in seeds:
                 t0 = time.time()

@@ -1,0 +1,297 @@
+"""Attention analyses: [CLS] attention maps, lesion localisation, and attention-distance entropy.
+
+**[CLS] attention** (:func:`cls_attention`): the head-averaged [CLS]→token attention of the last
+semantic-attention block, one weight per 16³-voxel mask unit ((B, g, g, g), g = S / 16). A model
+without semantic attention (SMIT-style, ``noise_no_sa``) has no [CLS] query; for it the map is a
+parameter-free proxy: ``softmax_k(⟨t̄, t_k⟩ / √C)`` with ``t̄`` the mean token (the [CLS] such a model
+uses) and ``t_k`` the unit tokens — documented as such wherever it is shown.
+
+**Localisation** against a lesion mask (S, S, S):
+
+* :func:`attention_mass_in_mask` — the unit map is upsampled to voxels (trilinear, ``align_corners=False``),
+  clipped at 0 and normalised to sum 1; the score is the mass on lesion voxels.
+* :func:`pointing_game` — hit when the centre voxel of the arg-max *unit* lies inside the lesion
+  dilated by ``tolerance`` voxels (a cube, Chebyshev distance; max-pooling the mask). The default
+  tolerance of half a unit (8 voxels) is the one-unit tolerance of a map whose resolution is one unit:
+  it is a hit exactly when the arg-max unit's 16³ box touches the lesion.
+
+**Attention distance** (:class:`AttentionDistances`): forward hooks on every MONAI ``WindowAttention``
+of the Swin encoder recompute the attention probabilities from the hook's input exactly as MONAI's
+forward does (``softmax(q·kᵀ·scale + relative-position bias [+ shift mask])``; MONAI does not return
+them). For each query q of each window, the attention distance is ``d(q) = Σ_k attn(q, k)·‖p(q) − p(k)‖``
+with p the token position in voxels (token pitch 2, 4, 8, 16 voxels in stages 1–4, window geometry
+from MONAI's ``get_window_size``). Key positions wrapped around by the cyclic shift are masked by
+MONAI (−100 before the softmax), so they carry no weight. Per stage and head, all ``d(q)`` of all
+blocks, windows and images are pooled; the **entropy** is the Shannon entropy (nats) of their histogram
+with ``bins`` equal bins on [0, the largest distance inside a window of that stage], and the **mean
+distance** is reported beside it.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import SmartError
+from ..models.smart import UNIT
+
+__all__ = ["cls_attention", "upsample_attention", "attention_mass_in_mask", "pointing_game", "localisation", "chance_hit_rate", "attention_study", "window_attention_probs", "window_distances",
+           "AttentionDistances", "attention_distance_entropy", "histogram_entropy"]
+
+
+@torch.no_grad()
+def cls_attention(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 4) -> tuple[torch.Tensor, bool]:
+    """[CLS] attention per mask unit: images (B, 1, S, S, S) → ((B, g, g, g), is_proxy).
+
+    ``is_proxy`` is True when the model has no semantic attention and the mean-token proxy was used.
+    """
+    net.eval()
+    g = net.grid
+    maps, proxy = [], False
+    for i in range(0, len(images), batch_size):
+        out = net.encode(images[i:i + batch_size])
+        a = out["attn"]
+        if a is None:
+            proxy = True
+            t = out["tokens"]
+            a = torch.softmax((t * t.mean(dim=1, keepdim=True)).sum(-1) / math.sqrt(t.shape[-1]), dim=1)
+        maps.append(a.float().reshape(-1, g, g, g))
+    return torch.cat(maps), proxy
+
+
+def upsample_attention(attn: torch.Tensor, size: int | tuple[int, int, int]) -> torch.Tensor:
+    """Unit map (B, g, g, g) → voxel map (B, S, S, S): trilinear, clipped at 0, each map summing to 1."""
+    size = (size,) * 3 if isinstance(size, int) else tuple(size)
+    v = F.interpolate(attn[:, None].float(), size=size, mode="trilinear", align_corners=False)[:, 0].clamp_min(0)
+    return v / v.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+
+
+def attention_mass_in_mask(attn_vox: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Share of attention on lesion voxels: attn_vox (B, S, S, S) normalised or not, mask (B, S, S, S) → (B,)."""
+    a = attn_vox.float()
+    return (a * (mask > 0)).sum(dim=(1, 2, 3)) / a.sum(dim=(1, 2, 3)).clamp_min(1e-12)
+
+
+def _dilate(mask: torch.Tensor, tol: int) -> torch.Tensor:
+    """Binary dilation of mask (B, S, S, S) by a (2·tol + 1)³ cube, as three separable 1-D max-pools."""
+    m = (mask > 0).float()[:, None]
+    for k in ((2 * tol + 1, 1, 1), (1, 2 * tol + 1, 1), (1, 1, 2 * tol + 1)):
+        if tol > 0:
+            m = F.max_pool3d(m, kernel_size=k, stride=1, padding=tuple(v // 2 for v in k))
+    return m[:, 0] > 0
+
+
+def _unit_centres(g: int, unit: int) -> torch.Tensor:
+    """Voxel index of each unit centre, C order: (g³, 3)."""
+    ii = torch.arange(g ** 3)
+    return torch.stack([ii // (g * g), (ii // g) % g, ii % g], dim=1) * unit + unit // 2
+
+
+def pointing_game(attn: torch.Tensor, mask: torch.Tensor, unit: int = UNIT, tolerance: int | None = None) -> torch.Tensor:
+    """Pointing-game hits (B,) bool: the arg-max unit of ``attn`` (B, g, g, g) against ``mask`` (B, S, S, S), S = g·unit.
+
+    The arg-max unit's centre voxel must lie in the mask dilated by ``tolerance`` voxels (default unit // 2).
+    Ties go to the first unit in C order.
+    """
+    b, g = attn.shape[0], attn.shape[1]
+    if tuple(mask.shape[1:]) != (g * unit,) * 3:
+        raise SmartError(f"mask shape {tuple(mask.shape)}: expected (B, {g * unit}, {g * unit}, {g * unit}) for a {g}³ unit map")
+    tol = unit // 2 if tolerance is None else int(tolerance)
+    dil = _dilate(mask, tol)
+    idx = _unit_centres(g, unit)[attn.reshape(b, -1).argmax(dim=1)]
+    return dil[torch.arange(b), idx[:, 0], idx[:, 1], idx[:, 2]]
+
+
+def chance_hit_rate(mask: torch.Tensor, g: int, unit: int = UNIT, tolerance: int | None = None) -> torch.Tensor:
+    """Expected pointing-game hit of a uniformly random unit: the share of the g³ unit centres inside the
+    dilated mask. mask (B, S, S, S) → (B,)."""
+    tol = unit // 2 if tolerance is None else int(tolerance)
+    dil = _dilate(mask, tol)
+    c = _unit_centres(g, unit)
+    return dil[:, c[:, 0], c[:, 1], c[:, 2]].float().mean(dim=1)
+
+
+def localisation(net: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor) -> dict:
+    """[CLS] maps and localisation scores of images (B, 1, S, S, S) with lesion masks (B, 1, S, S, S).
+
+    Returns ``attn`` (B, g, g, g), ``attn_vox`` (B, S, S, S), ``mass`` (B,), ``hit`` (B,), ``proxy`` (bool).
+    """
+    attn, proxy = cls_attention(net, images)
+    vox = upsample_attention(attn, images.shape[-1])
+    m = masks[:, 0]
+    return {"attn": attn, "attn_vox": vox, "mass": attention_mass_in_mask(vox, m), "hit": pointing_game(attn, m),
+            "proxy": proxy}
+
+
+def histogram_entropy(values: np.ndarray, bins: int, upper: float) -> float:
+    """Shannon entropy (nats) of the histogram of ``values`` with ``bins`` equal bins on [0, upper]."""
+    counts, _ = np.histogram(np.clip(values, 0, upper), bins=bins, range=(0.0, upper))
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum()) if counts.sum() else float("nan")
+
+
+class AttentionDistances(contextlib.AbstractContextManager):
+    """Collect per-query attention distances of every head of every Swin block while active.
+
+    Usage: ``with AttentionDistances(net.encoder) as rec: net.encode(x)``; then ``rec.values[(stage, head)]`` is a
+    list of 1-D arrays of d(q) in voxels and ``rec.max_distance[stage]`` the largest in-window distance.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, patch: int = 2) -> None:
+        from monai.networks.nets.swin_unetr import SwinTransformerBlock
+
+        self.values: dict[tuple[int, int], list[np.ndarray]] = {}
+        self.max_distance: dict[int, float] = {}
+        self._handles = []
+        self._blocks = []
+        for s in range(1, 5):
+            layer = getattr(encoder, f"layers{s}", None)
+            if layer is None:
+                raise SmartError("attention distances need a MONAI Swin encoder (layers1..layers4)")
+            for blk in layer[0].blocks:
+                if isinstance(blk, SwinTransformerBlock):
+                    self._blocks.append((s, blk, patch * 2 ** (s - 1)))
+
+    def __enter__(self) -> "AttentionDistances":
+        from monai.networks.nets.swin_unetr import get_window_size
+
+        for stage, blk, pitch in self._blocks:
+            state: dict = {}
+
+            def pre(module, args, state=state):
+                x = args[0]
+                state["ws"] = get_window_size(tuple(x.shape[1:4]), module.window_size, module.shift_size)[0]
+
+            def hook(module, args, kwargs, output, stage=stage, pitch=pitch, state=state):
+                mask = args[1] if len(args) > 1 else kwargs.get("mask")
+                self._record(module, args[0], mask, state["ws"], stage, pitch)
+
+            self._handles.append(blk.register_forward_pre_hook(pre))
+            self._handles.append(blk.attn.register_forward_hook(hook, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    @torch.no_grad()
+    def _record(self, attn_mod, x: torch.Tensor, mask: torch.Tensor | None, ws: tuple[int, ...], stage: int, pitch: int) -> None:
+        a = window_attention_probs(attn_mod, x, mask)  # (b, h, n, n)
+        dist = window_distances(ws, pitch)
+        if dist.shape[0] != a.shape[-1]:
+            raise SmartError(f"window of {a.shape[-1]} tokens does not match the window size {ws}")
+        d = (a * dist).sum(-1)  # (b, h, n)
+        for head in range(a.shape[1]):
+            self.values.setdefault((stage, head), []).append(d[:, head].reshape(-1).cpu().numpy())
+        self.max_distance[stage] = max(self.max_distance.get(stage, 0.0), float(dist.max()))
+
+
+def window_attention_probs(attn_mod: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The attention probabilities MONAI's ``WindowAttention.forward(x, mask)`` uses: (B·nW, heads, n, n).
+
+    The same lines as MONAI's non-flash path (q·scale·kᵀ + relative-position bias, + shift mask, softmax);
+    re-computed because MONAI returns only the attended values.
+    """
+    b, n, c = x.shape
+    h = attn_mod.num_heads
+    qkv = attn_mod.qkv(x).reshape(b, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
+    q, k = qkv[0] * attn_mod.scale, qkv[1]
+    a = q @ k.transpose(-2, -1)
+    bias = attn_mod.relative_position_bias_table[attn_mod.relative_position_index.clone()[:n, :n].reshape(-1)]
+    a = a + bias.reshape(n, n, -1).permute(2, 0, 1)[None]
+    if mask is not None:
+        nw = mask.shape[0]
+        a = (a.view(b // nw, nw, h, n, n) + mask[None, :, None]).view(-1, h, n, n)
+    return torch.softmax(a, dim=-1)
+
+
+def window_distances(ws: tuple[int, ...], pitch: float) -> torch.Tensor:
+    """Euclidean distances (n, n) in voxels between the tokens of a window of size ``ws`` (C order), token pitch ``pitch``."""
+    coords = torch.stack(torch.meshgrid(*[torch.arange(w) for w in ws], indexing="ij")).reshape(len(ws), -1).T.float()
+    return torch.cdist(coords, coords) * pitch
+
+
+@torch.no_grad()
+def attention_distance_entropy(net: torch.nn.Module, images: torch.Tensor, bins: int = 16, batch_size: int = 4) -> "pd.DataFrame":
+    """Entropy and mean of the attention distances per Swin stage and head for images (B, 1, S, S, S).
+
+    Returns a DataFrame with ``stage`` (1–4), ``head``, ``entropy`` (nats), ``mean_distance`` (voxels),
+    ``max_distance`` (the histogram's upper edge) and ``n_queries``.
+    """
+    import pandas as pd
+
+    net.eval()
+    rec = AttentionDistances(net.encoder)
+    with rec:
+        for i in range(0, len(images), batch_size):
+            net.encode(images[i:i + batch_size])
+    rows = []
+    for (stage, head), parts in sorted(rec.values.items()):
+        v = np.concatenate(parts)
+        upper = rec.max_distance[stage] or 1.0
+        rows.append({"stage": stage, "head": head, "entropy": histogram_entropy(v, bins, upper),
+                     "mean_distance": float(v.mean()), "max_distance": upper, "n_queries": len(v)})
+    return pd.DataFrame(rows)
+
+
+def attention_study(inits, *, preset: str = "cpu", runs_dir="runs", out=None, data=None, n_cases: int = 12,
+                    img_size: int | None = None, bins: int = 16, n: int | None = None, data_seed: int = 0, log=print) -> dict:
+    """Localisation and attention-distance entropy of each init on lesion crops with masks.
+
+    Uses the test split of the ``nodules`` set (or a manifest with masks), first ``n_cases`` cases, at the
+    crop's native grid, centre-cropped / padded to ``img_size`` (default: the preset's pretraining size).
+
+    Returns a dict with ``localisation`` (DataFrame: init, proxy, n, mass_mean, mass_sd, hit_rate, lesion_share,
+    chance_hit), ``entropy`` (DataFrame: init, stage, head, entropy, mean_distance, …), ``images`` and ``masks``
+    (N, S, S, S) and ``maps`` (init → (N, S, S, S) voxel attention). With ``out``: ``localisation.csv``,
+    ``entropy.csv``, ``attention.json``.
+    """
+    import pandas as pd
+
+    from ..config import load_preset
+    from ..io import write_csv, write_json
+    from .classify import _as_inits
+    from .data import load_arrays, split_indices, task_records
+    from .features import load_init, resolve_init, stack
+
+    inits_d = _as_inits(inits)
+    paths = {name: resolve_init(spec, preset, runs_dir, log=log) for name, spec in inits_d.items()}
+    size = img_size or load_preset(preset).img_size
+    records, source = task_records("nodules", data, preset, runs_dir, n=n, seed=data_seed)
+    split = split_indices(records, source, seed=data_seed)
+    chosen = [records[i] for i in split["test"][:n_cases]]
+    images, masks = load_arrays(chosen, size, None, with_mask=True)
+    x, m = stack(images), stack(masks)
+    if not (m.sum(dim=(1, 2, 3, 4)) > 0).all():
+        raise SmartError(f"{source}: a chosen case has an empty lesion mask after cropping to {size}³")
+    g = size // UNIT
+    lesion_share = float((m[:, 0] > 0).float().mean(dim=(1, 2, 3)).mean())
+    chance = float(chance_hit_rate(m[:, 0], g).mean())
+    loc_rows, ent_frames, maps = [], [], {}
+    for name, path in paths.items():
+        net = load_init(path, preset, size, seed=0)
+        r = localisation(net, x, m)
+        maps[name] = r["attn_vox"].numpy()
+        loc_rows.append({"init": name, "proxy": bool(r["proxy"]), "n": len(x), "mass_mean": float(r["mass"].mean()),
+                         "mass_sd": float(r["mass"].std(unbiased=False)), "hit_rate": float(r["hit"].float().mean()),
+                         "lesion_share": lesion_share, "chance_hit": chance})
+        ent = attention_distance_entropy(net, x, bins=bins)
+        ent.insert(0, "init", name)
+        ent_frames.append(ent)
+        log(f"attention {name}: mass in lesion {loc_rows[-1]['mass_mean']:.3f}, hit rate {loc_rows[-1]['hit_rate']:.2f}"
+            + (" (mean-token proxy)" if r["proxy"] else ""))
+    loc, ent = pd.DataFrame(loc_rows), pd.concat(ent_frames, ignore_index=True)
+    if out is not None:
+        from pathlib import Path
+
+        out = Path(out)
+        write_csv(out / "localisation.csv", loc.to_dict("records"))
+        write_csv(out / "entropy.csv", ent.to_dict("records"))
+        write_json(out / "attention.json", {"source": source, "phantom": data is None or str(data) == "builtin",
+                                            "preset": preset, "img_size": size, "bins": bins, "inits": inits_d,
+                                            "localisation": loc.to_dict("records"), "entropy": ent.to_dict("records")})
+    return {"localisation": loc, "entropy": ent, "images": x[:, 0].numpy(), "masks": m[:, 0].numpy(), "maps": maps}

@@ -1,0 +1,147 @@
+"""Figures of the downstream chapters; each function returns its matplotlib Figure."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+
+__all__ = ["metric_vs_fraction", "umap_grid", "attention_overlays", "entropy_heatmap", "dice_vs_volume", "localisation_bars"]
+
+
+def metric_vs_fraction(summary: "pd.DataFrame", metric: str = "auc", title: str = "") -> Figure:
+    """Mean metric (± SD over seeds, as error bars) vs label fraction, one line per init, one panel per mode.
+
+    ``summary`` is :func:`smartlib.downstream.classify.summarise` output (or segmentation's, with
+    ``metric="dice"``): columns ``init, fraction, <metric>_mean, <metric>_sd`` and optionally ``mode``.
+    """
+    modes = list(dict.fromkeys(summary["mode"])) if "mode" in summary else [None]
+    fig, axes = plt.subplots(1, len(modes), figsize=(4.2 * len(modes), 3.4), squeeze=False, sharey=True)
+    for ax, mode in zip(axes[0], modes):
+        sub = summary if mode is None else summary[summary["mode"] == mode]
+        for init, g in sub.groupby("init", sort=False):
+            g = g.sort_values("fraction")
+            ax.errorbar(g["fraction"] * 100, g[f"{metric}_mean"], yerr=g[f"{metric}_sd"], marker="o", capsize=3, label=init)
+        ax.set_xscale("log")
+        ticks = sorted(set((sub["fraction"] * 100).round(1)))
+        ax.set_xticks(ticks)
+        ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.set_xlabel("training labels (%)")
+        ax.set_title(mode or "")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(metric.replace("_", " "))
+    axes[0][-1].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def umap_grid(embeddings: Mapping[tuple[str, str], np.ndarray], labels: np.ndarray, class_names: Sequence[str],
+              feature: str = "cls") -> Figure:
+    """One UMAP scatter per init for ``feature``, coloured by organ class, with a shared legend."""
+    from ..plots import label_colors
+
+    keys = [k for k in embeddings if k[1] == feature]
+    colors = label_colors(len(class_names))
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.3 * len(keys), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        e = embeddings[key]
+        for c, name in enumerate(class_names):
+            sel = labels == c
+            if sel.any():
+                ax.scatter(e[sel, 0], e[sel, 1], s=10, color=colors[c], label=name)
+        ax.set_title(f"{key[0]} ({feature})", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="lower center", ncol=min(6, len(names)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    return fig
+
+
+def attention_overlays(images: np.ndarray, masks: np.ndarray, maps: Mapping[str, np.ndarray], n_cases: int = 3) -> Figure:
+    """Rows: cases; columns: the CT slice through the lesion centre with its contour, then one [CLS] attention
+    overlay per init. images / masks (N, S, S, S); maps name → (N, S, S, S) voxel attention."""
+    n = min(n_cases, len(images))
+    cols = 1 + len(maps)
+    fig, axes = plt.subplots(n, cols, figsize=(2.3 * cols, 2.3 * n), squeeze=False)
+    for r in range(n):
+        m = masks[r]
+        z = int(np.argmax(m.sum(axis=(0, 1)))) if m.any() else images.shape[-1] // 2
+        sl = np.rot90(images[r][:, :, z])
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.imshow(sl, cmap="gray", vmin=0, vmax=1)
+            if m.any():
+                ax.contour(np.rot90(m[:, :, z]), levels=[0.5], colors="red", linewidths=0.8)
+            if c > 0:
+                name = list(maps)[c - 1]
+                a = np.rot90(maps[name][r][:, :, z])
+                ax.imshow(a, cmap="inferno", alpha=0.55)
+                if r == 0:
+                    ax.set_title(name, fontsize=9)
+            elif r == 0:
+                ax.set_title("CT + lesion", fontsize=9)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def entropy_heatmap(df: "pd.DataFrame", value: str = "entropy") -> Figure:
+    """Stage × head heat map of ``value`` per init (columns ``init, stage, head, <value>``); one panel per init."""
+    inits = list(dict.fromkeys(df["init"]))
+    n_heads = int(df["head"].max()) + 1
+    stages = sorted(df["stage"].unique())
+    vmin, vmax = df[value].min(), df[value].max()
+    fig, axes = plt.subplots(1, len(inits), figsize=(2.2 + 0.35 * n_heads * len(inits), 2.6), squeeze=False)
+    for ax, init in zip(axes[0], inits):
+        grid = np.full((len(stages), n_heads), np.nan)
+        for _, r in df[df["init"] == init].iterrows():
+            grid[stages.index(r["stage"]), int(r["head"])] = r[value]
+        im = ax.imshow(grid, cmap="viridis", vmin=vmin, vmax=vmax, aspect="auto")
+        ax.set_yticks(range(len(stages)))
+        ax.set_yticklabels([f"stage {s}" for s in stages], fontsize=7)
+        ax.set_xticks(range(n_heads))
+        ax.set_xticklabels(range(n_heads), fontsize=6)
+        ax.set_xlabel("head", fontsize=8)
+        ax.set_title(init, fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label=f"{value} (nats)" if value == "entropy" else value)
+    return fig
+
+
+def dice_vs_volume(cases: "pd.DataFrame") -> Figure:
+    """Per-case Dice against reference tumour volume (ml, log axis), one colour per init, one panel per fraction."""
+    fractions = sorted(cases["fraction"].unique(), reverse=True)
+    fig, axes = plt.subplots(1, len(fractions), figsize=(4.2 * len(fractions), 3.4), squeeze=False, sharey=True)
+    for ax, f in zip(axes[0], fractions):
+        for init, g in cases[cases["fraction"] == f].groupby("init", sort=False):
+            ax.scatter(g["tumour_volume_ml"], g["dice"], s=18, label=init, alpha=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("tumour volume (ml)")
+        ax.set_title(f"{f * 100:g} % of training labels", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("Dice")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def localisation_bars(table: "pd.DataFrame") -> Figure:
+    """Attention mass in the lesion and pointing-game hit rate per init (columns ``init, mass_mean, hit_rate``)."""
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+    x = np.arange(len(table))
+    for ax, col, label in zip(axes, ("mass_mean", "hit_rate"), ("attention mass in lesion", "pointing-game hit rate")):
+        ax.bar(x, table[col], color="#377eb8")
+        if col == "mass_mean" and "lesion_share" in table:
+            ax.plot(x, table["lesion_share"], "k_", markersize=20, label="lesion share of the volume (uniform map)")
+            ax.legend(fontsize=7)
+        if col == "hit_rate" and "chance_hit" in table:
+            ax.plot(x, table["chance_hit"], "k_", markersize=20, label="chance (random unit)")
+            ax.legend(fontsize=7)
+        ax.set_xticks(x)
+        ax.set_xticklabels(table["init"], rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(label, fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,101 @@
+"""The headline table: every downstream task × init as measured, beside the published numbers.
+
+Reads only what the chapters wrote under ``runs_dir`` (never retrains):
+``03_nodule_malignancy/summary.json``, ``04_treatment_response/summary.json``,
+``05_segmentation/summary.json``, ``06_organ_clustering/metrics.json``, ``07_attention/attention.json``.
+A chapter that has not run contributes no rows.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["PUBLISHED", "CHAPTERS", "headline_table"]
+
+CHAPTERS = {"nodules": "03_nodule_malignancy", "response": "04_treatment_response", "segmentation": "05_segmentation",
+            "organs": "06_organ_clustering", "attention": "07_attention"}
+
+#: SPEC §2: (task, metric, init) → published value (text, as reported)
+PUBLISHED: dict[tuple[str, str, str], str] = {
+    ("nodule malignancy", "AUC, fine-tune, 100 %", "smart"): "0.895",
+    ("nodule malignancy", "AUC, fine-tune, 100 %", "smit"): "0.859",
+    ("nodule malignancy", "AUC, linear probe, 100 %", "smart"): "0.642",
+    ("nodule malignancy", "AUC, linear probe, 100 %", "smit"): "0.629",
+    ("treatment response", "AUC, fine-tune, 100 %", "smart"): "0.916 (v1); accuracy 0.74 (v2)",
+    ("segmentation", "Dice, 100 %", "smart"): "0.81",
+    ("organ clustering", "intra-class distance ([CLS])", "smart"): "1.28 ± 0.57",
+    ("organ clustering", "intra-class distance ([CLS])", "smit"): "1.53",
+    ("organ clustering", "inter-class distance ([CLS])", "smart"): "5.93 ± 3.30 (v1: 5.94)",
+    ("organ clustering", "inter-class distance ([CLS])", "smit"): "3.73",
+}
+
+
+def _fmt(v: float, lo: float | None = None, hi: float | None = None, sd: float | None = None) -> str:
+    import math
+
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    s = f"{v:.3f}"
+    if sd is not None and not math.isnan(sd):
+        s += f" ± {sd:.2f}"
+    if lo is not None and hi is not None and not (math.isnan(lo) or math.isnan(hi)):
+        s += f" [{lo:.2f}, {hi:.2f}]"
+    return s
+
+
+def headline_table(runs_dir: str | os.PathLike, limited_fraction: float = 0.25) -> "pd.DataFrame":
+    """One row per (task, metric, init): ``measured`` (mean over seeds, bootstrap 95 % CI of the mean run),
+    ``published`` (or empty), ``data`` (``phantom`` or the real source)."""
+    import pandas as pd
+
+    from ..io import read_json
+
+    root = Path(runs_dir)
+    rows = []
+
+    def add(task, metric, init, measured, data):
+        rows.append({"task": task, "metric": metric, "init": init, "measured": measured,
+                     "published": PUBLISHED.get((task, metric, init), ""), "data": data})
+
+    for key, task in (("nodules", "nodule malignancy"), ("response", "treatment response")):
+        p = root / CHAPTERS[key] / "summary.json"
+        if not p.is_file():
+            continue
+        js = read_json(p)
+        data = "phantom" if js.get("phantom") else js.get("source", "")
+        for r in js["summary"]:
+            mode = "fine-tune" if r["mode"] == "finetune" else "linear probe"
+            if r["fraction"] not in (1.0, limited_fraction):
+                continue
+            metric = f"AUC, {mode}, {r['fraction'] * 100:g} %"
+            add(task, metric, r["init"], _fmt(r["auc_mean"], r["auc_lo"], r["auc_hi"], r["auc_sd"] if r["n_seeds"] > 1 else None), data)
+    p = root / CHAPTERS["segmentation"] / "summary.json"
+    if p.is_file():
+        js = read_json(p)
+        data = "phantom" if js.get("phantom") else js.get("source", "")
+        for r in js["summary"]:
+            add("segmentation", f"Dice, {r['fraction'] * 100:g} %", r["init"],
+                _fmt(r["dice_mean"], r["dice_lo"], r["dice_hi"], r["dice_sd"] if r["n_seeds"] > 1 else None), data)
+    p = root / CHAPTERS["organs"] / "metrics.json"
+    if p.is_file():
+        js = read_json(p)
+        data = "phantom" if js.get("phantom") else js.get("source", "")
+        for r in js["metrics"]:
+            f = "[CLS]" if r["feature"] == "cls" else "avg-pool"
+            add("organ clustering", f"intra-class distance ({f})", r["init"], f"{r['intra_mean']:.2f} ± {r['intra_sd']:.2f}", data)
+            add("organ clustering", f"inter-class distance ({f})", r["init"], f"{r['inter_mean']:.2f} ± {r['inter_sd']:.2f}", data)
+            add("organ clustering", f"silhouette / k-means NMI ({f})", r["init"], f"{r['silhouette']:.3f} / {r['kmeans_nmi']:.3f}", data)
+    p = root / CHAPTERS["attention"] / "attention.json"
+    if p.is_file():
+        js = read_json(p)
+        data = "phantom" if js.get("phantom") else js.get("source", "")
+        ent = pd.DataFrame(js["entropy"])
+        for r in js["localisation"]:
+            proxy = " (mean-token proxy)" if r["proxy"] else ""
+            add("attention", "mass in lesion / pointing-game hit", r["init"],
+                f"{r['mass_mean']:.3f} / {r['hit_rate']:.2f}{proxy}", data)
+            e = ent[(ent["init"] == r["init"]) & (ent["stage"] <= 3)]
+            if len(e):
+                add("attention", "mean head entropy of attention distances, stages 1–3 (nats)", r["init"],
+                    f"{e['entropy'].mean():.3f}", data)
+    return pd.DataFrame(rows, columns=["task", "metric", "init", "measured", "published", "data"])
