@@ -25,7 +25,10 @@ def _data_make(a: argparse.Namespace) -> int:
 def _data_check(a: argparse.Namespace) -> int:
     from .data.loaders import check_path
 
-    summary, problems = check_path(a.path)
+    classes = None
+    if a.classes:
+        classes = [int(c) if c.lstrip("-").isdigit() else c for c in a.classes.split(",")]
+    summary, problems = check_path(a.path, classes=classes)
     for p in problems:
         print(p)
     print(summary)
@@ -52,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_data_make)
     c = data.add_parser("check", help="validate a folder, file or manifest; one line per problem")
     c.add_argument("path")
+    c.add_argument("--classes", help="comma-separated declared classes, e.g. 0,1 (labels outside them are problems)")
     c.set_defaults(func=_data_check)
 
     book = sub.add_parser("book", help="execute the book's notebooks").add_subparsers(dest="sub", required=True)

@@ -131,11 +131,10 @@ class PretrainConfig:
             raise SmartError(f"sa_heads={self.sa_heads}: must divide the stage-3 width {self.embed_dim * 8}")
 
     def model_kwargs(self) -> dict[str, Any]:
-        """Arguments for :class:`smartlib.models.SMARTNet`."""
-        keys = ["arch", "img_size", "embed_dim", "depths", "num_heads", "window_size", "drop_path", "semantic_attention",
-                "sa_depth", "sa_heads", "layerscale", "vit_hidden", "vit_layers", "vit_heads", "prototypes",
-                "head_hidden", "head_bottleneck", "head_layers", "gitd_stage"]
-        return {k: getattr(self, k) for k in keys} | {"use_checkpoint": self.grad_checkpoint}
+        """Arguments for :class:`smartlib.models.SMARTNet`: every architecture field this config holds."""
+        from .models.smart import ARCH_FIELDS
+
+        return {k: getattr(self, k) for k in ARCH_FIELDS if hasattr(self, k)} | {"use_checkpoint": self.grad_checkpoint}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

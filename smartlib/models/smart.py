@@ -21,7 +21,7 @@ from .semantic_attention import SemanticAttention
 from .swin import MaskedSwinEncoder
 from .vit import MaskedViTEncoder
 
-__all__ = ["SMARTNet", "UNIT", "export_encoder", "load_encoder", "EXPORT_FORMAT"]
+__all__ = ["SMARTNet", "ARCH_FIELDS", "UNIT", "export_encoder", "load_encoder", "EXPORT_FORMAT"]
 
 UNIT = 16  #: mask-unit edge in voxels (one Swin stage-3 token)
 EXPORT_FORMAT = "smart-encoder/1"
@@ -50,6 +50,10 @@ class _Arch:
     head_layers: int = 3
     gitd_stage: int = 4
     use_checkpoint: bool = False
+
+
+#: names of SMARTNet's architecture arguments (the config's model fields are a subset of these)
+ARCH_FIELDS = tuple(f.name for f in dataclasses.fields(_Arch))
 
 
 class SMARTNet(nn.Module):
