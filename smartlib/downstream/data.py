@@ -47,15 +47,15 @@ BUILTIN_PARAMS: dict[str, dict[str, Any]] = {
     "organs": {"splits": [0.6, 0.0, 0.4]},
     "segmentation": {"splits": [0.67, 0.0, 0.33]},
 }
-_SMALL_SEG = {"shape": [64, 64, 64], "spacing": [3.0, 3.0, 3.0]}
+_SMALL_SEG = {"shape": [48, 48, 48], "spacing": [2.0, 2.0, 2.0], "radius_mm": [12.0, 24.0]}
 #: preprocessing per task: ``roi`` (crop / pad edge, or training patch for segmentation) and ``spacing``
 #: (mm; None keeps the native grid). 2 mm is the pretraining spacing, so nodule and response crops
 #: are seen at the scale the encoder learned; organ crops keep their own grid (the OrganMNIST3D way).
 PREP: dict[str, dict[str, dict[str, Any]]] = {
     "smoke": {"nodules": {"roi": 32, "spacing": 2.0}, "response": {"roi": 32, "spacing": 2.0},
-              "organs": {"roi": 32, "spacing": None}, "segmentation": {"roi": 32, "spacing": 3.0}},
+              "organs": {"roi": 32, "spacing": None}, "segmentation": {"roi": 32, "spacing": 2.0}},
     "cpu": {"nodules": {"roi": 32, "spacing": 2.0}, "response": {"roi": 32, "spacing": 2.0},
-            "organs": {"roi": 32, "spacing": None}, "segmentation": {"roi": 32, "spacing": 3.0}},
+            "organs": {"roi": 32, "spacing": None}, "segmentation": {"roi": 32, "spacing": 2.0}},
     "paper": {"nodules": {"roi": 64, "spacing": 1.0}, "response": {"roi": 64, "spacing": 1.5},
               "organs": {"roi": 32, "spacing": None}, "segmentation": {"roi": 64, "spacing": 2.0}},
 }
@@ -65,7 +65,8 @@ def builtin_manifest(task: str, preset: str, runs_dir: str | os.PathLike, n: int
     """Manifest of the built-in phantom set for ``task`` at ``preset`` (generated once, then cached).
 
     Written to ``runs_dir/data/<task>-n<n>-seed<seed>`` so it never overwrites the sets of other chapters.
-    Segmentation volumes at the smoke / cpu presets are 64³ at 3 mm (96³ at 2 mm at paper).
+    Segmentation volumes at the smoke / cpu presets are 48³ at 2 mm with 12–24 mm tumours, so that a
+    160-step CPU fine-tune learns them (96³ at 2 mm, 6–20 mm tumours at paper).
     """
     from ..data.tasks import make_task
 

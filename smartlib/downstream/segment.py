@@ -115,7 +115,7 @@ def _patch_sampler(roi: int, seed: int):
 
 
 def train_segmentation(model: torch.nn.Module, images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], roi: int,
-                       steps: int = 30, lr: float = 5e-4, weight_decay: float = 1e-5, seed: int = 0) -> torch.nn.Module:
+                       steps: int = 30, lr: float = 1e-3, weight_decay: float = 1e-5, seed: int = 0) -> torch.nn.Module:
     """Train ``model`` for ``steps`` steps; each step takes the next volume of a seeded shuffle and two
     ``roi``³ patches of it (batch 2). Images / masks: (1, X, Y, Z) each. Returns the model (eval mode)."""
     from monai.losses import DiceCELoss
@@ -200,7 +200,7 @@ def _mean_ci(values: np.ndarray, seed: int, n_boot: int = 1000) -> tuple[float, 
 
 def segmentation_study(inits: Mapping[str, str] | Sequence[str], *, preset: str = "cpu", runs_dir: str | os.PathLike = "runs",
                        out: str | os.PathLike | None = None, data: str | os.PathLike | None = None,
-                       fractions: Sequence[float] = (1.0,), seeds: Sequence[int] = (0,), steps: int = 30, lr: float = 5e-4,
+                       fractions: Sequence[float] = (1.0,), seeds: Sequence[int] = (0,), steps: int = 30, lr: float = 1e-3,
                        overlap: float = 0.25, n_boot: int = 1000, roi: int | None = None,
                        spacing: float | None | str = "default", n: int | None = None, data_seed: int = 0,
                        dataset: SegData | None = None, log: Callable[[str], None] = print) -> tuple["pd.DataFrame", "pd.DataFrame"]:
