@@ -6,6 +6,7 @@ from typing import Mapping, Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 __all__ = ["metric_vs_fraction", "umap_grid", "attention_overlays", "entropy_heatmap", "dice_vs_volume", "localisation_bars"]
 
@@ -27,6 +28,7 @@ def metric_vs_fraction(summary: "pd.DataFrame", metric: str = "auc", title: str 
         ticks = sorted(set((sub["fraction"] * 100).round(1)))
         ax.set_xticks(ticks)
         ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())  # no "3×10¹" labels between the fractions
         ax.set_xlabel("training labels (%)")
         ax.set_title(mode or "")
         ax.grid(alpha=0.3)
