@@ -1,7 +1,6 @@
 """Split logic (no patient in two splits), label fractions, strict checkpoint loading, bad input via the CLI."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

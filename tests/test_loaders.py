@@ -337,11 +337,9 @@ def test_decathlon(decathlon_root):
     assert check_record(recs[0])[0] == (24, 20, 16)
 
 
-def test_decathlon_bad_json(decathlon_root, snapshot):
+def test_decathlon_bad_json(decathlon_root):
     js = decathlon_root / "dataset.json"
-    snap_root = decathlon_root.parent
     js.write_text("{not json")
-    snap = snapshot(snap_root)
     raises_smart(decathlon_records, decathlon_root, words=("dataset.json", "JSON"))
     js.write_text(json.dumps({"name": "x"}))
     raises_smart(decathlon_records, decathlon_root, words=("dataset.json", "training"))
