@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from smartlib.config import parse_set  # noqa: E402
 from smartlib.errors import SmartError  # noqa: E402
 from smartlib.pretrain import pretrain  # noqa: E402
-from smartlib.zoo import VARIANTS, variant_config  # noqa: E402
+from smartlib.variants import VARIANTS, variant_config  # noqa: E402
 
 #: the configurations compared (overrides on top of the `smart` variant)
 CONFIGS = {
@@ -219,8 +219,8 @@ def _run(a) -> int:
     # projected book pretraining: every book variant runs the preset's full schedule once
     steps_per_variant = (cfg.n_volumes // cfg.batch_size) * cfg.epochs if cfg.data == "phantom" else None
     if steps_per_variant:
-        like = {v: ("random_mask" if VARIANTS[v].get("mask_mode") == "random" else
-                    "no_teacher_noise" if VARIANTS[v].get("teacher_drop") == 0.0 else "smart") for v in BOOK_VARIANTS}
+        like = {v: ("random_mask" if VARIANTS[v].overrides.get("mask_mode") == "random" else
+                    "no_teacher_noise" if VARIANTS[v].overrides.get("teacher_drop") == 0.0 else "smart") for v in BOOK_VARIANTS}
         proj = sum(steps_per_variant * results[like[v]]["median_s"] for v in BOOK_VARIANTS)
         print(f"projected book pretraining at {a.preset}: {len(BOOK_VARIANTS)} variants × {steps_per_variant} steps "
               f"≈ {proj / 60:.1f} min of steps (+ data preparation and process start-up)")

@@ -10,6 +10,8 @@ import sys
 from typing import Callable, Sequence
 
 from .errors import SmartError
+from .config import PRESETS
+from .tasks import TASKS
 
 __all__ = ["main", "build_parser"]
 
@@ -23,7 +25,7 @@ def _data_make(a: argparse.Namespace) -> int:
 
 
 def _data_check(a: argparse.Namespace) -> int:
-    from .data.loaders import check_path
+    from .data.checks import check_path
 
     classes = None
     if a.classes:
@@ -42,13 +44,21 @@ def _book_execute(a: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``error: <command>: <what is wrong>`` and exit status 2, no usage dump."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"error: {self.prog}: {' '.join(message.split())}", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="smart", description="SMART pretraining and downstream studies for 3D CT")
+    p = _Parser(prog="smart", description="SMART pretraining and downstream studies for 3D CT")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     data = sub.add_parser("data", help="make built-in phantom sets, check real data").add_subparsers(dest="sub", required=True)
     m = data.add_parser("make", help="write a phantom task set (NIfTI + manifest.csv)")
-    m.add_argument("--task", required=True, choices=["pretrain", "nodules", "response", "segmentation", "organs"])
+    m.add_argument("--task", required=True, choices=list(TASKS), help="the task set to generate (smartlib/tasks.py)")
     m.add_argument("--n", type=int, required=True)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--out", required=True)
@@ -60,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     book = sub.add_parser("book", help="execute the book's notebooks").add_subparsers(dest="sub", required=True)
     e = book.add_parser("execute", help="run every notebook with papermill at a preset")
-    e.add_argument("--preset", default="cpu", choices=["smoke", "cpu", "paper"])
+    e.add_argument("--preset", default="cpu", choices=list(PRESETS))
     e.add_argument("--only", nargs="*", help="notebook stems to run (default: all)")
     e.set_defaults(func=_book_execute)
 
@@ -78,7 +88,10 @@ def _register_training(sub: argparse._SubParsersAction) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed as one line
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return int(func(args) or 0)
@@ -86,7 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
+        words = list(sys.argv[1:] if argv is None else argv)
+        if getattr(args, "cmd", None) == "pretrain":
+            import shlex
+
+            again = " ".join(shlex.quote(w) for w in words) + ("" if "--resume" in words else " --resume")
+            print(f"error: interrupted; the last checkpoint is kept, continue with: smart {again}", file=sys.stderr)
+        else:
+            print("error: interrupted; nothing was written (results are written only when a study finishes)", file=sys.stderr)
         return 130
 
 

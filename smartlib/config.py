@@ -1,6 +1,9 @@
-"""Pretraining configuration: one dataclass whose defaults are the paper's (SPEC §1).
+"""Configuration: SMARTNet's architecture and pretraining, as dataclasses whose defaults are the paper's.
 
-Presets (``smartlib/presets/{smoke,cpu,paper}.yaml``, read with ``yaml.safe_load``) override some
+The defaults are the published configuration of SMART (arXiv 2310.01209). :class:`ArchConfig` holds
+every architecture argument of :class:`smartlib.models.SMARTNet` — the one home of those defaults;
+:class:`PretrainConfig`'s model fields take theirs from it. Pretraining configs per preset
+(``smartlib/pretrain_configs/{smoke,cpu,paper}.yaml``, read with ``yaml.safe_load``) override some
 fields; ``--set key=value`` overrides any field, parsed to the field's type. An unknown key or a
 value of the wrong type is a :class:`SmartError` naming it.
 """
@@ -8,17 +11,50 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import yaml
 
 from .errors import SmartError
 
-__all__ = ["PretrainConfig", "PRESETS", "load_preset", "apply_overrides", "parse_set", "config_from_json"]
+__all__ = ["ArchConfig", "PretrainConfig", "PRESETS", "pretrain_config", "apply_overrides", "parse_set", "config_from_json"]
 
+#: the scale presets: seconds on a CPU (tests), the book on 2 CPU cores, the paper on GPUs
 PRESETS = ("smoke", "cpu", "paper")
-_PRESET_DIR = Path(__file__).parent / "presets"
+_PRETRAIN_CONFIG_DIR = Path(__file__).parent / "pretrain_configs"
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  #: the values ``device`` may take
+
+
+@dataclasses.dataclass
+class ArchConfig:
+    """Architecture arguments of :class:`smartlib.models.SMARTNet` (3D Swin + semantic attention + heads)."""
+
+    arch: str = "swin"
+    in_chans: int = 1
+    img_size: int = 128
+    embed_dim: int = 48
+    depths: Sequence[int] = (2, 2, 8, 2)
+    num_heads: Sequence[int] = (4, 4, 8, 16)
+    window_size: int = 4
+    drop_path: float = 0.1
+    semantic_attention: bool = True  #: CaiT-style class attention (arXiv 2103.17239) over the stage-3 tokens
+    sa_depth: int = 2
+    sa_heads: int = 8
+    layerscale: float = 1e-4
+    vit_hidden: int = 384
+    vit_layers: int = 12
+    vit_heads: int = 6
+    prototypes: int = 8192
+    head_hidden: int = 2048
+    head_bottleneck: int = 256
+    head_layers: int = 3
+    gitd_stage: int = 4  #: 4 = paper; 3 = the authors' code
+    use_checkpoint: bool = False
+
+
+_A = ArchConfig  # the model fields below take their defaults from here
 
 
 @dataclasses.dataclass
@@ -33,27 +69,27 @@ class PretrainConfig:
     hu_max: float = 500.0
     cache: str = "memory"  #: "memory" caches the deterministic transforms, "none" recomputes
     num_workers: int = 0
-    # ---- model
-    arch: str = "swin"
-    img_size: int = 128
-    embed_dim: int = 48
-    depths: tuple = (2, 2, 8, 2)
-    num_heads: tuple = (4, 4, 8, 16)
-    window_size: int = 4
-    drop_path: float = 0.1
-    semantic_attention: bool = True
-    sa_depth: int = 2
-    sa_heads: int = 8
-    layerscale: float = 1e-4
-    vit_hidden: int = 384
-    vit_layers: int = 12
-    vit_heads: int = 6
-    prototypes: int = 8192
-    head_hidden: int = 2048
-    head_bottleneck: int = 256
-    head_layers: int = 3
-    gitd_stage: int = 4  #: 4 = paper; 3 = the authors' code
-    grad_checkpoint: bool = False
+    # ---- model (the architecture fields of ArchConfig, with its defaults; not in_chans; use_checkpoint is grad_checkpoint)
+    arch: str = _A.arch
+    img_size: int = _A.img_size
+    embed_dim: int = _A.embed_dim
+    depths: tuple = tuple(_A.depths)
+    num_heads: tuple = tuple(_A.num_heads)
+    window_size: int = _A.window_size
+    drop_path: float = _A.drop_path
+    semantic_attention: bool = _A.semantic_attention
+    sa_depth: int = _A.sa_depth
+    sa_heads: int = _A.sa_heads
+    layerscale: float = _A.layerscale
+    vit_hidden: int = _A.vit_hidden
+    vit_layers: int = _A.vit_layers
+    vit_heads: int = _A.vit_heads
+    prototypes: int = _A.prototypes
+    head_hidden: int = _A.head_hidden
+    head_bottleneck: int = _A.head_bottleneck
+    head_layers: int = _A.head_layers
+    gitd_stage: int = _A.gitd_stage  #: 4 = paper; 3 = the authors' code
+    grad_checkpoint: bool = _A.use_checkpoint
     # ---- masking
     mask_mode: str = "attention"
     mask_ratio: float = 0.7
@@ -95,10 +131,16 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         self.depths, self.num_heads = tuple(self.depths), tuple(self.num_heads)
-        self.validate()
+        self.validate(machine=False)
 
-    def validate(self) -> None:
-        """Raise SmartError naming the first field with an impossible value."""
+    def validate(self, machine: bool = True) -> None:
+        """Raise SmartError naming the first field with an impossible value.
+
+        Every config is checked when it is built (a preset, ``--set``, a run's ``config.json``).
+        ``machine=True`` (what :func:`smartlib.pretrain.pretrain` runs before any data or model is
+        made) also checks that ``device`` exists on this machine; building a config does not, so a
+        run trained on a GPU can still be read, exported and inspected on a CPU-only machine.
+        """
         from .masking import MASK_MODES
 
         checks = [
@@ -121,6 +163,10 @@ class PretrainConfig:
             ("ckpt_every", self.ckpt_every >= 1, "must be ≥ 1"),
             ("n_volumes", self.n_volumes >= 1, "must be ≥ 1"),
             ("seed", self.seed >= 0, "must be ≥ 0"),
+            ("num_workers", self.num_workers >= 0, "must be ≥ 0"),
+            ("log_every", self.log_every >= 1, "must be ≥ 1"),
+            ("max_steps", self.max_steps >= 0, "must be ≥ 0 (0 = run all epochs)"),
+            ("device", _DEVICE.fullmatch(self.device) is not None, "expected auto, cpu, cuda or cuda:N"),
         ]
         for name, ok, why in checks:
             if not ok:
@@ -129,18 +175,32 @@ class PretrainConfig:
             raise SmartError(f"mask_mode={self.mask_mode!r} needs semantic_attention=true (no [CLS] attention without it)")
         if self.embed_dim * 8 % self.sa_heads:
             raise SmartError(f"sa_heads={self.sa_heads}: must divide the stage-3 width {self.embed_dim * 8}")
+        if machine:
+            self._check_device()
+
+    def _check_device(self) -> None:
+        """``device`` names a device of this machine (``auto`` and ``cpu`` always do)."""
+        if not self.device.startswith("cuda"):
+            return
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SmartError(f"device={self.device!r}: no CUDA device on this machine")
+        n = torch.cuda.device_count()
+        index = int(self.device.partition(":")[2] or 0)
+        if index >= n:
+            raise SmartError(f"device={self.device!r}: this machine has {n} CUDA device{'s' if n != 1 else ''} "
+                             f"(cuda:0{f' … cuda:{n - 1}' if n > 1 else ''})")
 
     def model_kwargs(self) -> dict[str, Any]:
         """Arguments for :class:`smartlib.models.SMARTNet`: every architecture field this config holds."""
-        from .models.smart import ARCH_FIELDS
-
-        return {k: getattr(self, k) for k in ARCH_FIELDS if hasattr(self, k)} | {"use_checkpoint": self.grad_checkpoint}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(ArchConfig) if hasattr(self, f.name)} | {
+            "use_checkpoint": self.grad_checkpoint}
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["depths"], d["num_heads"] = list(self.depths), list(self.num_heads)
         return d
-
 
 
 def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
@@ -197,11 +257,11 @@ def parse_set(items: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def load_preset(name: str, overrides: dict[str, Any] | None = None) -> PretrainConfig:
-    """The paper defaults, then the preset file, then ``overrides``."""
-    if name not in PRESETS:
-        raise SmartError(f"preset {name!r}: expected one of {', '.join(PRESETS)}")
-    path = _PRESET_DIR / f"{name}.yaml"
+def pretrain_config(preset: str, overrides: dict[str, Any] | None = None) -> PretrainConfig:
+    """The pretraining config of ``preset``: the paper defaults, then ``pretrain_configs/<preset>.yaml``, then ``overrides``."""
+    if preset not in PRESETS:
+        raise SmartError(f"preset {preset!r}: expected one of {', '.join(PRESETS)}")
+    path = _PRETRAIN_CONFIG_DIR / f"{preset}.yaml"
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

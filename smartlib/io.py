@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
+import pickle
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,7 +28,16 @@ __all__ = [
     "write_csv",
     "save_torch",
     "load_torch",
+    "json_safe",
+    "check_out_dir",
+    "describe_key_mismatch",
 ]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -40,6 +51,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode open() would
     try:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
@@ -59,6 +71,7 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the mode mkdir() would
     try:
         yield tmp
         if target.exists():
@@ -74,6 +87,42 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def check_out_dir(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Check, before any compute, that ``path`` can become an output folder; returns it. Creates nothing.
+
+    Refused (a SmartError naming the path): an existing file, a path below a file, or a folder in
+    which this process cannot create files (tried with a temporary file, so it also holds for root
+    and read-only file systems).
+    """
+    from .errors import SmartError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise SmartError(f"{what} {p}: exists and is not a folder")
+    probe = p
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise SmartError(f"{what} {p}: {probe} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise SmartError(f"{what} {p}: cannot write in {probe} ({exc.strerror or type(exc).__name__})") from None
+    return p
+
+
+def describe_key_mismatch(expected: Iterable[str], given: Iterable[str], first: int = 4) -> str:
+    """``"missing a, b, … (N); unexpected c, … (M)"`` for two sets of state-dict keys (empty when equal)."""
+    exp, got = set(expected), set(given)
+    parts = []
+    for what, keys in (("missing", sorted(exp - got)), ("unexpected", sorted(got - exp))):
+        if keys:
+            more = f", … ({len(keys)} in all)" if len(keys) > first else ""
+            parts.append(f"{what} {', '.join(keys[:first])}{more}")
+    return "; ".join(parts)
+
+
 def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
         return obj.item()
@@ -84,10 +133,31 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with NumPy/torch values as Python ones and NaN / ±inf as None (strict JSON has no NaN)."""
+    if isinstance(obj, Mapping):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if not isinstance(obj, (str, bytes, int, float, bool, type(None))):
+        try:
+            obj = _jsonable(obj)
+        except TypeError:
+            return obj
+        return json_safe(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Atomically write ``obj`` as indented JSON (NumPy/torch scalars and arrays allowed)."""
+    """Atomically write ``obj`` as indented, strict JSON (NumPy/torch scalars and arrays allowed).
+
+    NaN and infinite numbers become ``null``: strict JSON readers reject a bare ``NaN``. Where a
+    metric can be undefined, the record says why beside it (e.g. ``auc_note``).
+    """
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_jsonable, allow_nan=True) + "\n")
+        tmp.write_text(json.dumps(json_safe(obj), indent=2, default=_jsonable, allow_nan=False) + "\n")
     return Path(path)
 
 
@@ -130,5 +200,11 @@ def load_torch(path: str | os.PathLike) -> Any:
         raise SmartError(f"{path}: checkpoint not found")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            raise SmartError(f"{path}: not a plain-tensor checkpoint (it holds pickled Python objects); "
+                             "it will not be loaded") from None
+        raise SmartError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})") from None
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is the file's fault
-        raise SmartError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise SmartError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {first})") from None

@@ -5,9 +5,10 @@
 - AITD: [CLS] distillation across views (teacher view q, student view v ≠ q).
 - GITD: average-pooled global token distillation across views.
 
-The distillation terms are DINO/iBOT cross-entropies, teacher softmax((t − c)/T_t) against student
-log-softmax(s/T_s), with EMA centers (momentum 0.9) all-reduced across processes. Patch terms use a
-(B, N) mask — never a (B, D, H, W) one (lightly's ``IBOTPatchLoss`` silently mis-reduces that shape).
+The distillation terms are DINO (arXiv 2104.14294) / iBOT (arXiv 2111.07832) cross-entropies,
+teacher softmax((t − c)/T_t) against student log-softmax(s/T_s), with EMA centers (momentum 0.9)
+all-reduced across processes. Patch terms use a (B, N) mask — never a (B, D, H, W) one (lightly's
+``IBOTPatchLoss`` silently mis-reduces that shape).
 """
 from __future__ import annotations
 

@@ -3,12 +3,14 @@
 A mask unit is one stage-3 token (16³ voxels); masks live on the unit grid as (B, N) booleans,
 True = masked. Modes:
 
-- ``attention`` (SMART, AttMask-hint): mask the top ⌈r·N⌉ units by teacher attention, then reveal
-  ⌊s·r·N⌋ "hint" units drawn uniformly from the top ⌈0.1·N⌉ (effective ratio ≈ r(1−s)).
-- ``random`` (SMIT): ⌈r·N⌉ units uniformly at random.
+- ``attention`` (SMART, arXiv 2310.01209; AttMask-hint, ECCV 2022, arXiv 2203.12719): mask the top
+  ⌈r·N⌉ units by teacher attention, then reveal ⌊s·r·N⌋ "hint" units drawn uniformly from the top
+  ⌈0.1·N⌉ (effective ratio ≈ r(1−s)).
+- ``random`` (SMIT, MICCAI 2022, arXiv 2205.10342): ⌈r·N⌉ units uniformly at random.
 - ``low_attention`` (MST): the ⌈r·N⌉ units the teacher attends to least.
 - ``block``: one random axis-aligned box of units holding at least ⌈r·N⌉ units, trimmed to exactly ⌈r·N⌉.
-- ``given``: the top ⌈r·N⌉ of an externally supplied score map (MSMAE's supervised attention).
+- ``given``: the top ⌈r·N⌉ of an externally supplied score map (MSMAE's supervised attention,
+  arXiv 2305.05871).
 
 Randomness comes from an explicit ``torch.Generator`` so that a run can draw the whole global
 batch's randomness on every process (identical masks with and without DDP) and resume exactly.

@@ -1,7 +1,6 @@
 """Small summary tables for the book (pandas DataFrames / plain dicts, ready for CSV/JSON)."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 from collections import Counter
@@ -34,11 +33,6 @@ def organ_volumes(labels: np.ndarray, spacing: Sequence[float], names: Sequence[
     )
 
 
-def _read_rows(manifest: Path) -> list[dict[str, str]]:
-    with open(manifest, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
 def manifest_summary(manifest: str | os.PathLike, name: str | None = None) -> dict[str, Any]:
     """One row describing a task set: size, volume shape and spacing, splits, class balance, masks.
 
@@ -50,10 +44,11 @@ def manifest_summary(manifest: str | os.PathLike, name: str | None = None) -> di
         manifest: ``manifest.csv`` of a task set (``params.json`` beside it names the task).
         name: row name (default: the task in ``params.json``, else the folder name).
     """
-    from .data.loaders import load_volume
+    from .data.manifest import read_manifest_rows
+    from .data.readers import load_volume
 
     manifest = Path(manifest)
-    rows = _read_rows(manifest)
+    rows = read_manifest_rows(manifest)
     params_file = manifest.parent / "params.json"
     task = name
     if task is None:
@@ -90,7 +85,9 @@ def manifest_summary(manifest: str | os.PathLike, name: str | None = None) -> di
 
 def acquisition_summary(manifest: str | os.PathLike, columns: Sequence[str] = ("kernel", "slice_mm", "contrast")) -> pd.DataFrame:
     """Counts of cases per acquisition setting (one row per column value) in a task-set manifest."""
-    rows = _read_rows(Path(manifest))
+    from .data.manifest import read_manifest_rows
+
+    rows = read_manifest_rows(manifest)
     out: list[Mapping[str, Any]] = []
     for col in columns:
         for value, count in sorted(Counter(r.get(col, "") for r in rows).items()):

@@ -114,7 +114,7 @@ def ct5n_copy(tmp_path, ct5n_dir) -> Path:
 def write_medmnist():
     """``write_medmnist(path, side=28, n=(4,2,3), n_classes=2, drop=(), **overrides) -> Path``.
 
-    Writes the SPEC §2 keys (``{split}_images`` N×D×H×W uint8, ``{split}_labels`` N×1); ``drop`` removes
+    Writes the MedMNIST v2 keys (``{split}_images`` N×D×H×W uint8, ``{split}_labels`` N×1); ``drop`` removes
     keys and ``overrides`` replaces arrays (to build broken files).
     """
 

@@ -8,7 +8,7 @@ import pytest
 
 import smartlib.config as config
 from smartlib.cli import main
-from smartlib.config import PRESETS, PretrainConfig, apply_overrides, config_from_json, load_preset, parse_set
+from smartlib.config import PRESETS, ArchConfig, PretrainConfig, apply_overrides, config_from_json, parse_set, pretrain_config
 from smartlib.errors import SmartError
 
 PAPER = dict(arch="swin", img_size=128, embed_dim=48, depths=(2, 2, 8, 2), num_heads=(4, 4, 8, 16), window_size=4,
@@ -22,14 +22,14 @@ PAPER = dict(arch="swin", img_size=128, embed_dim=48, depths=(2, 2, 8, 2), num_h
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_presets_load(name):
-    cfg = load_preset(name)
+    cfg = pretrain_config(name)
     assert isinstance(cfg, PretrainConfig)
     assert isinstance(cfg.depths, tuple) and len(cfg.depths) == 4
     assert cfg.img_size % 32 == 0 and cfg.embed_dim % 12 == 0
 
 
 def test_paper_preset_equals_spec_defaults():
-    cfg = load_preset("paper")
+    cfg = pretrain_config("paper")
     for k, v in PAPER.items():
         assert getattr(cfg, k) == v, k
     assert cfg.teacher_temp_warmup == pytest.approx(30 / 800)
@@ -40,14 +40,14 @@ def test_paper_preset_equals_spec_defaults():
 
 
 def test_smoke_preset_is_small():
-    cfg = load_preset("smoke")
+    cfg = pretrain_config("smoke")
     assert cfg.embed_dim == 12 and cfg.depths == (1, 1, 1, 1) and cfg.num_heads == (1, 2, 4, 8) and cfg.img_size == 64
 
 
 def test_model_kwargs_build_a_model():
     from smartlib.models import SMARTNet
 
-    cfg = load_preset("smoke", {"img_size": "32", "prototypes": "8", "head_hidden": "8", "head_bottleneck": "4"})
+    cfg = pretrain_config("smoke", {"img_size": "32", "prototypes": "8", "head_hidden": "8", "head_bottleneck": "4"})
     kw = cfg.model_kwargs()
     assert kw["use_checkpoint"] is False and kw["embed_dim"] == 12
     net = SMARTNet(heads=False, **kw)
@@ -55,8 +55,8 @@ def test_model_kwargs_build_a_model():
 
 
 def test_overrides_are_typed():
-    cfg = load_preset("smoke", parse_set(["depths=2,2,2,2", "num_heads=[2, 2, 4, 4]", "semantic_attention=true",
-                                          "amp=False", "lr=1e-3", "epochs=3", "teacher_noise=zero", "spacing=1"]))
+    cfg = pretrain_config("smoke", parse_set(["depths=2,2,2,2", "num_heads=[2, 2, 4, 4]", "semantic_attention=true",
+                                              "amp=False", "lr=1e-3", "epochs=3", "teacher_noise=zero", "spacing=1"]))
     assert cfg.depths == (2, 2, 2, 2) and cfg.num_heads == (2, 2, 4, 4)
     assert cfg.semantic_attention is True and cfg.amp is False
     assert cfg.lr == 1e-3 and isinstance(cfg.lr, float)
@@ -68,7 +68,7 @@ def test_overrides_are_typed():
 
 
 def test_overrides_do_not_mutate_input():
-    cfg = load_preset("smoke")
+    cfg = pretrain_config("smoke")
     new = apply_overrides(cfg, {"lr": 0.1})
     assert new.lr == 0.1 and cfg.lr != 0.1
 
@@ -81,7 +81,7 @@ def test_parse_set():
 
 def test_unknown_key_named():
     with pytest.raises(SmartError, match="nope"):
-        load_preset("smoke", {"nope": 1})
+        pretrain_config("smoke", {"nope": 1})
 
 
 @pytest.mark.parametrize("key,value", [("epochs", "abc"), ("epochs", "1.5"), ("epochs", True), ("lr", "fast"),
@@ -96,10 +96,44 @@ def test_bad_type_named(key, value):
                                        ("embed_dim", 20), ("arch", "cnn"), ("mask_mode", "given"), ("mask_mode", "zz"),
                                        ("teacher_noise", "blur"), ("epochs", 0), ("batch_size", 0), ("lr", 0.0),
                                        ("warmup", 1.0), ("momentum", 1.5), ("gitd_stage", 2), ("seed", -1),
-                                       ("depths", "2,2,2"), ("num_heads", "1,2,4"), ("cache", "disk")])
+                                       ("depths", "2,2,2"), ("num_heads", "1,2,4"), ("cache", "disk"),
+                                       ("max_steps", -5), ("num_workers", -1), ("log_every", 0), ("device", "tpu"),
+                                       ("device", "cuda:x"), ("device", "CPU"), ("device", "cuda:")])
 def test_invalid_value_named(key, value):
     with pytest.raises(SmartError, match=key):
         apply_overrides(PretrainConfig(), {key: value})
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12"])
+def test_device_values_accepted_when_built(device):
+    # building (or reading a run's config.json) checks the form only: a GPU run stays readable on a CPU machine
+    assert apply_overrides(PretrainConfig(), {"device": device}).device == device
+
+
+def test_validate_checks_the_device_on_this_machine(monkeypatch, tmp_path):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device in ("auto", "cpu"):
+        PretrainConfig(device=device).validate()
+    for device in ("cuda", "cuda:1"):
+        with pytest.raises(SmartError, match=rf"device='{device}': no CUDA device on this machine"):
+            PretrainConfig(device=device).validate()
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(PretrainConfig(device="cuda").to_dict()))
+    assert config_from_json(p).device == "cuda"  # readable, e.g. to export a GPU run on a laptop
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    PretrainConfig(device="cuda:1").validate()
+    with pytest.raises(SmartError, match=r"device='cuda:2': this machine has 2 CUDA devices"):
+        PretrainConfig(device="cuda:2").validate()
+
+
+def test_new_checks_keep_every_default():
+    d = PretrainConfig()
+    assert (d.max_steps, d.num_workers, d.log_every, d.device) == (0, 0, 1, "auto")
+    for name in PRESETS:
+        pretrain_config(name).validate()
 
 
 def test_attention_masking_needs_semantic_attention():
@@ -118,39 +152,39 @@ def test_sa_heads_must_divide_width():
 
 def test_unknown_preset():
     with pytest.raises(SmartError, match="huge"):
-        load_preset("huge")
+        pretrain_config("huge")
 
 
 def test_preset_yaml_uses_safe_load(tmp_path, monkeypatch):
     marker = tmp_path / "pwned"
     # under an unsafe loader this would run `touch` (and yield lr: 0); safe_load must refuse the tag
     (tmp_path / "smoke.yaml").write_text(f'lr: !!python/object/apply:os.system ["touch {marker}"]\n')
-    monkeypatch.setattr(config, "_PRESET_DIR", tmp_path)
+    monkeypatch.setattr(config, "_PRETRAIN_CONFIG_DIR", tmp_path)
     with pytest.raises(SmartError, match="smoke.yaml"):
-        load_preset("smoke")
+        pretrain_config("smoke")
     assert not marker.exists()
 
 
 def test_preset_yaml_not_a_mapping_or_unknown_key(tmp_path, monkeypatch):
-    monkeypatch.setattr(config, "_PRESET_DIR", tmp_path)
+    monkeypatch.setattr(config, "_PRETRAIN_CONFIG_DIR", tmp_path)
     (tmp_path / "cpu.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(SmartError, match="cpu.yaml"):
-        load_preset("cpu")
+        pretrain_config("cpu")
     (tmp_path / "cpu.yaml").write_text("lr: [unclosed\n")
     with pytest.raises(SmartError, match="cpu.yaml"):
-        load_preset("cpu")
+        pretrain_config("cpu")
     (tmp_path / "cpu.yaml").write_text("bogus_key: 3\n")
     with pytest.raises(SmartError, match="bogus_key"):
-        load_preset("cpu")
+        pretrain_config("cpu")
     (tmp_path / "cpu.yaml").write_text("")  # empty preset = paper defaults
-    assert load_preset("cpu") == PretrainConfig()
+    assert pretrain_config("cpu") == PretrainConfig()
     (tmp_path / "cpu.yaml").write_text("lr: 0.5\ndepths: [1, 1, 1, 1]\n")
-    cfg = load_preset("cpu", {"lr": "0.25"})  # overrides win over the file
+    cfg = pretrain_config("cpu", {"lr": "0.25"})  # overrides win over the file
     assert cfg.lr == 0.25 and cfg.depths == (1, 1, 1, 1)
 
 
 def test_config_json_roundtrip(tmp_path):
-    cfg = load_preset("smoke", {"lr": "0.002"})
+    cfg = pretrain_config("smoke", {"lr": "0.002"})
     p = tmp_path / "config.json"
     p.write_text(json.dumps(cfg.to_dict()))
     back = config_from_json(p)
@@ -171,3 +205,37 @@ def test_cli_bad_set_prints_one_error_line(tmp_path, capsys):
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "nope" in lines[0]
     assert not out.exists()  # nothing written before the configuration was validated
+
+
+#: config.json's keys in order: runs compare it byte for byte, so the field order must not change
+CONFIG_KEYS = ("data n_volumes phantom_shape data_seed spacing hu_min hu_max cache num_workers arch img_size embed_dim "
+               "depths num_heads window_size drop_path semantic_attention sa_depth sa_heads layerscale vit_hidden "
+               "vit_layers vit_heads prototypes head_hidden head_bottleneck head_layers gitd_stage grad_checkpoint "
+               "mask_mode mask_ratio hint_ratio hint_top teacher_drop teacher_noise clean_attention momentum "
+               "momentum_final w_amip w_ampd w_aitd w_gitd student_temp teacher_temp teacher_temp_final "
+               "teacher_temp_warmup center_momentum epochs batch_size lr min_lr warmup weight_decay weight_decay_final "
+               "clip_grad freeze_last_layer amp seed device ckpt_every log_every max_steps").split()
+
+
+def test_config_field_order_is_stable():
+    assert list(PretrainConfig().to_dict()) == CONFIG_KEYS
+
+
+def test_model_fields_are_the_architecture_fields_with_its_defaults():
+    from smartlib.models.smart import ARCH_FIELDS, SMARTNet
+
+    arch, cfg = ArchConfig(), PretrainConfig()
+    model_fields = [f.name for f in dataclasses.fields(PretrainConfig) if f.name in ARCH_FIELDS]
+    assert model_fields == [k for k in ARCH_FIELDS if k not in ("in_chans", "use_checkpoint")]
+    for k in model_fields:
+        assert getattr(cfg, k) == getattr(arch, k), k
+    assert cfg.grad_checkpoint == arch.use_checkpoint
+    kw = cfg.model_kwargs()
+    assert list(kw) == [*model_fields, "use_checkpoint"]
+    assert SMARTNet(heads=False, **{**kw, "img_size": 32}).arch_kwargs == {**dataclasses.asdict(arch), "img_size": 32}
+
+
+def test_pretrain_config_files_keep_their_comments():
+    for name in PRESETS:
+        text = (config._PRETRAIN_CONFIG_DIR / f"{name}.yaml").read_text()
+        assert text.startswith("# "), name

@@ -43,9 +43,9 @@ def test_segmentation_on_csv_manifest(tmp_path, labelled_set):
     assert len(cases) == 2
     for c in cases:
         assert 0.0 <= float(c["dice"]) <= 1.0 and float(c["tumour_volume_ml"]) > 0
-    from smartlib.downstream.data import PREP
+    from smartlib.tasks import prep_for
 
-    assert json.loads((out / "summary.json").read_text())["spacing_mm"] == PREP["smoke"]["segmentation"]["spacing"]
+    assert json.loads((out / "summary.json").read_text())["spacing_mm"] == prep_for("segmentation", "smoke")["spacing"]
 
 
 def test_clusters_on_organmnist_npz(tmp_path, write_medmnist):

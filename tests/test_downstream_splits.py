@@ -74,11 +74,11 @@ def test_bad_fraction(bad):
 # ------------------------------------------------------------------ strict checkpoint loading
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
-    from smartlib.config import load_preset
+    from smartlib.config import pretrain_config
     from smartlib.models.smart import SMARTNet, export_encoder
 
-    torch.manual_seed(0)
-    net = SMARTNet(heads=False, **load_preset("smoke").model_kwargs())
+    torch.manual_seed(1234)  # not the seed build_swinunetr draws its own weights with: a no-op load must fail
+    net = SMARTNet(heads=False, **pretrain_config("smoke").model_kwargs())
     return export_encoder(net, tmp_path_factory.mktemp("enc") / "encoder.pt")
 
 
@@ -91,6 +91,24 @@ def test_swinunetr_encoder_loads_strictly(export):
     sd = model.swinViT.state_dict()
     assert set(sd) == set(blob["encoder"])
     assert all(torch.equal(sd[k], blob["encoder"][k]) for k in sd)
+    # perturbation: the scratch model differs from the export in every weight matrix, so the equality above
+    # holds only because the weights were loaded
+    scratch = build_swinunetr("scratch", "smoke", 32).swinViT.state_dict()
+    weights = [k for k in sd if k.endswith("weight") and "norm" not in k]  # norms start at 1 in both
+    assert weights and not any(torch.equal(scratch[k], blob["encoder"][k]) for k in weights)
+
+
+def test_swinunetr_no_op_load_is_caught(export, monkeypatch):
+    """The strict-load check itself must fail when ``load_state_dict`` silently loads nothing."""
+    import torch.nn as nn
+
+    from smartlib.downstream.segment import build_swinunetr
+    from smartlib.io import load_torch
+
+    monkeypatch.setattr(nn.Module, "load_state_dict", lambda self, sd, strict=True, assign=False: None)
+    sd = build_swinunetr(str(export), "smoke", 32).swinViT.state_dict()
+    blob = load_torch(export)
+    assert not all(torch.equal(sd[k], blob["encoder"][k]) for k in sd)
 
 
 @pytest.mark.parametrize("tamper", ["missing", "extra", "shape", "arch"])

@@ -1,6 +1,8 @@
-"""Real-format loading: NIfTI, NRRD, DICOM series, manifests, MedMNIST, Decathlon — and every bad input."""
+"""Real-format loading (readers, manifest, sources, checks): NIfTI, NRRD, DICOM series, manifests,
+MedMNIST, Decathlon — and every bad input."""
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import shutil
@@ -10,17 +12,11 @@ import numpy as np
 import pydicom
 import pytest
 
-from smartlib.data.loaders import (
-    check_path,
-    check_record,
-    decathlon_records,
-    find_volumes,
-    load_medmnist,
-    load_volume,
-    medmnist_records,
-    read_manifest,
-    resolve_data,
-)
+from smartlib.data import checks, sources
+from smartlib.data.checks import check_path, check_record
+from smartlib.data.manifest import read_manifest, read_manifest_rows
+from smartlib.data.readers import find_volumes, load_volume
+from smartlib.data.sources import classify_path, decathlon_records, load_medmnist, medmnist_records, resolve_data
 from smartlib.errors import SmartError
 
 
@@ -290,6 +286,31 @@ def test_manifest_missing_column_and_empty(tmp_path, snapshot):
     snap.assert_unchanged()
 
 
+def test_manifest_rows_as_dictreader_gives_them(tmp_path):
+    text = ("image,label,mask,label\n\na.nii.gz,1,m.nii.gz,2\nb.nii.gz\n"
+            "c.nii.gz,0,,,extra1,extra2\n , ,\n\"q,uoted\",\"x\"\"y\",\n")
+    (tmp_path / "m.csv").write_text(text)
+    (tmp_path / "blankfirst.csv").write_text("\nimage,label\na,1\n")
+    (tmp_path / "header.csv").write_text("image,label\n")
+    (tmp_path / "empty.csv").write_text("")
+    for name in ("m.csv", "blankfirst.csv", "header.csv", "empty.csv"):
+        with open(tmp_path / name, newline="") as fh:
+            expected = list(csv.DictReader(fh))
+        assert read_manifest_rows(tmp_path / name) == expected, name
+    raises_smart(read_manifest_rows, tmp_path / "absent.csv", words=("absent.csv", "manifest not found"))
+
+
+def test_task_sets_and_tables_read_rows_with_the_one_reader(labelled_set, tmp_path):
+    from smartlib import tables
+    from smartlib.data import tasks
+
+    assert tasks.read_manifest is read_manifest_rows
+    acq = tables.acquisition_summary(labelled_set, ("split",))
+    assert acq.to_dict("records") == [{"setting": "split", "value": "test", "cases": 2},
+                                      {"setting": "split", "value": "train", "cases": 2}]
+    raises_smart(tables.acquisition_summary, tmp_path / "absent.csv", words=("absent.csv", "manifest not found"))
+
+
 # --------------------------------------------------------------------------- MedMNIST
 @pytest.mark.parametrize("side", [28, 64])
 def test_medmnist(tmp_path, write_medmnist, side):
@@ -375,6 +396,52 @@ def test_resolve_data_task_needs(tmp_path, write_nifti, write_manifest, ct_volum
     raises_smart(resolve_data, decathlon_root, "classify", words=("Task06_Lung", "no label"))
     raises_smart(resolve_data, folder, "dance", words=("dance", "pretrain"))
     raises_smart(resolve_data, tmp_path / "ghost", "pretrain", words=("ghost", "not found"))
+    snap.assert_unchanged()
+
+
+def test_resolve_data_and_check_path_share_one_classification(
+        tmp_path, labelled_set, decathlon_root, write_medmnist, write_nifti, ct_volume, ct5n_dir, monkeypatch):
+    folder = tmp_path / "unlabeled"
+    write_nifti(folder / "a.nii.gz", ct_volume)
+    write_nifti(folder / "sub" / "b.nii", ct_volume)
+    cases = {
+        labelled_set: ("manifest", 4),
+        write_medmnist(tmp_path / "m.npz"): ("MedMNIST file", 9),
+        decathlon_root: ("Decathlon folder", 3),
+        ct5n_dir: ("DICOM series", 1),
+        folder: ("image folder", 2),
+        folder / "a.nii.gz": ("image", 1),
+    }
+    calls: list[tuple[str, str]] = []
+    real = sources.classify_path
+
+    def spy(path, *args, **kwargs):
+        kind, records = real(path, *args, **kwargs)
+        calls.append((str(path), kind))
+        return kind, records
+
+    monkeypatch.setattr(sources, "classify_path", spy)
+    monkeypatch.setattr(checks, "classify_path", spy)
+    for path, (kind, n) in cases.items():
+        assert classify_path(path)[0] == kind
+        calls.clear()
+        recs = resolve_data(path, "pretrain")
+        assert calls == [(str(path), kind)] and len(recs) == n
+        calls.clear()
+        summary, problems = check_path(path)
+        assert calls == [(str(path), kind)], calls
+        assert summary.startswith(f"{path}: {kind}, {n} record(s), {n} loaded OK") and problems == []
+        # the same records either way (check_path keeps MedMNIST bytes as uint8)
+        assert [r["patient_id"] for r in recs] == [r["patient_id"] for r in real(path, npz_dtype=np.uint8)[1]]
+
+
+def test_unsupported_file_is_refused_by_resolve_and_reported_by_check(tmp_path, snapshot):
+    (tmp_path / "scan.png").write_bytes(b"\x89PNG....")
+    snap = snapshot(tmp_path)
+    assert classify_path(tmp_path / "scan.png")[0] == "image"
+    raises_smart(resolve_data, tmp_path / "scan.png", words=("scan.png", "unsupported data"))
+    summary, problems = check_path(tmp_path / "scan.png")
+    assert "image, 1 record(s), 0 loaded OK" in summary and len(problems) == 1 and "unsupported" in problems[0]
     snap.assert_unchanged()
 
 

@@ -1,20 +1,13 @@
-"""MONAI preprocessing: shapes, HU window, determinism, orientation/resampling, batching, errors."""
+"""MONAI preprocessing: shapes, HU window, determinism, orientation/resampling, records of every kind, errors."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from smartlib.data.loaders import medmnist_records, read_manifest
-from smartlib.data.transforms import (
-    HU_WINDOW,
-    eval_transforms,
-    make_dataset,
-    pretrain_transforms,
-    record_collate,
-    set_transform_seed,
-    two_view_collate,
-)
+from smartlib.data.manifest import read_manifest
+from smartlib.data.sources import medmnist_records
+from smartlib.data.transforms import HU_WINDOW, eval_transforms, pretrain_transforms, set_transform_seed
 from smartlib.errors import SmartError
 
 
@@ -122,16 +115,15 @@ def test_eval_mask_mismatch_is_smart_error(tmp_path, write_nifti, ct_volume, sna
     snap.assert_unchanged()
 
 
-def test_bad_volume_in_pipeline_and_dataset_is_smart_error(tmp_path):
+def test_bad_volume_in_either_pipeline_is_smart_error(tmp_path):
     (tmp_path / "broken.nii.gz").write_text("nope")
     r = rec(tmp_path / "broken.nii.gz")
-    with pytest.raises(SmartError, match="broken.nii.gz"):
+    with pytest.raises(SmartError, match="broken.nii.gz"):  # not MONAI's RuntimeError wrapper
         pretrain_transforms(roi=8)(r)
-    ds = make_dataset([r], pretrain_transforms(roi=8))
     with pytest.raises(SmartError, match="broken.nii.gz"):
-        ds[0]
-    with pytest.raises(SmartError, match="broken.nii.gz"):
-        make_dataset([r], eval_transforms(roi=8), cache=True)
+        eval_transforms(roi=8)(r)
+    with pytest.raises(SmartError, match="broken.nii.gz"):  # a seeded pipeline unwraps too
+        set_transform_seed(pretrain_transforms(roi=8), 0)(r)
 
 
 def test_medmnist_records_skip_window_and_resampling(tmp_path, write_medmnist):
@@ -160,23 +152,26 @@ def test_dicom_through_pipeline(ct5n_dir):
     assert out.shape == (1, 16, 16, 5) and 0 <= out.min() and out.max() <= 1
 
 
-def test_dataloader_two_view_batches(labelled_set):
-    from monai.data import DataLoader
-
+def test_manifest_records_two_views_and_eval_with_mask(labelled_set):
     recs = read_manifest(labelled_set)
     t = set_transform_seed(pretrain_transforms(roi=8, spacing=2.0, num_views=2), 0)
-    ds = make_dataset(recs, t, cache=True)
-    batch = next(iter(DataLoader(ds, batch_size=3, shuffle=False, num_workers=0, collate_fn=two_view_collate)))
-    assert batch["image"].shape == (2, 3, 1, 8, 8, 8)
-    assert batch["label"].tolist() == [0, 1, 0] and batch["patient_id"] == ["P0", "P1", "P2"]
-    ev = make_dataset(recs, eval_transforms(roi=8, spacing=2.0, keys=("image", "mask")))
-    b2 = record_collate([ev[0], ev[1]])
-    assert b2["image"].shape == b2["mask"].shape == (2, 1, 8, 8, 8) and b2["label"].dtype == torch.long
+    items = [t(r) for r in recs[:3]]
+    assert all(len(views) == 2 for views in items)
+    # every view keeps the record's other keys; stacked per view: (V, B, 1, *roi)
+    assert [[v["label"] for v in views] for views in items] == [[0, 0], [1, 1], [0, 0]]
+    assert [views[0]["patient_id"] for views in items] == ["P0", "P1", "P2"]
+    stacked = torch.stack([torch.stack([views[v]["image"] for views in items]) for v in range(2)])
+    assert stacked.shape == (2, 3, 1, 8, 8, 8) and stacked.dtype == torch.float32
+    ev = eval_transforms(roi=8, spacing=2.0, keys=("image", "mask"))
+    outs = [ev(r) for r in recs[:2]]
+    assert all(o["image"].shape == o["mask"].shape == (1, 8, 8, 8) for o in outs)
+    assert [o["label"] for o in outs] == [0, 1] and all(type(o["label"]) is int for o in outs)
 
 
-def test_unlabeled_collate_keeps_none():
-    b = record_collate([{"image": torch.zeros(1, 2, 2, 2), "label": None}, {"image": torch.ones(1, 2, 2, 2), "label": None}])
-    assert b["image"].shape == (2, 1, 2, 2, 2) and b["label"] == [None, None]
+def test_unlabeled_records_keep_label_none(tmp_path, write_nifti, ct_volume):
+    p = write_nifti(tmp_path / "u.nii.gz", ct_volume)
+    assert all(v["label"] is None for v in pretrain_transforms(roi=8)(rec(p)))
+    assert eval_transforms(roi=8)(rec(p))["label"] is None
 
 
 def test_crop_foreground_keeps_body(tmp_path, write_nifti):

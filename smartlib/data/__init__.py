@@ -1,4 +1,11 @@
-"""Data: procedural CT phantoms, LIDC nodule shapes, task sets on disk (and loaders)."""
+"""Data: procedural CT phantoms, LIDC nodule shapes, task sets on disk, and real-format readers.
+
+Layers, bottom up: :mod:`.validate` (argument checks), :mod:`.readers` (one volume file or DICOM
+series -> array), :mod:`.manifest` (the manifest CSV reader), :mod:`.sources` (any data path ->
+records), :mod:`.checks` (``smart data check``), :mod:`.transforms` (records -> tensors; not
+imported here, it needs torch and MONAI), and the generators :mod:`.phantom`, :mod:`.lidc` and
+:mod:`.tasks`.
+"""
 from .phantom import (  # noqa: F401
     KERNELS,
     ORGAN_CLASSES,
@@ -26,6 +33,27 @@ from .lidc import (  # noqa: F401
     nodule_hu,
     rasterise,
 )
+from .readers import (  # noqa: F401
+    NIFTI_SUFFIXES,
+    NRRD_SUFFIXES,
+    find_volumes,
+    is_dicom_series_dir,
+    is_volume_file,
+    load_volume,
+    volume_format,
+    volume_stem,
+)
+from .manifest import read_manifest, read_manifest_rows  # noqa: F401
+from .sources import (  # noqa: F401
+    RECORD_TASKS,
+    classify_path,
+    decathlon_records,
+    folder_records,
+    load_medmnist,
+    medmnist_records,
+    resolve_data,
+)
+from .checks import check_path, check_record  # noqa: F401
 from .tasks import (  # noqa: F401
     TASK_DEFAULTS,
     TASK_VERSION,
@@ -33,7 +61,6 @@ from .tasks import (  # noqa: F401
     assign_splits,
     expected_auc,
     make_task,
-    read_manifest,
     response_probability,
     task_params,
 )

@@ -15,7 +15,6 @@ Generation is deterministic: case ``i`` of a set uses a phantom seed derived fro
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 from pathlib import Path
@@ -24,8 +23,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import SmartError
+from ..tasks import TASKS as REGISTRY
 from ..io import atomic_dir, read_json, write_csv, write_json
 from .lidc import LABEL_RULES, RATING_NAMES, load_annotations, malignancy_label, nodule_hu, rasterise
+from .manifest import read_manifest_rows as read_manifest
 from .phantom import (
     KERNELS,
     ORGAN_CLASSES,
@@ -36,24 +37,21 @@ from .phantom import (
     make_phantom,
     make_subject,
 )
+from .validate import as_float as _as_float
+from .validate import as_int as _as_int
+from .validate import as_range as _as_range
+from .validate import as_shape as _as_shape
+from .validate import as_spacing as _as_spacing
 
 __all__ = ["TASKS", "TASK_DEFAULTS", "TASK_VERSION", "make_task", "task_params", "read_manifest", "assign_splits",
            "response_probability", "expected_auc"]
 
-TASKS: tuple[str, ...] = ("pretrain", "nodules", "response", "segmentation", "organs")
+#: task names in generator order (from the registry, :data:`smartlib.tasks.TASKS`; the order seeds the cases)
+TASKS: tuple[str, ...] = tuple(REGISTRY)
 #: Bumped whenever generation changes, so old caches are regenerated.
 TASK_VERSION = 1
-
-#: Default parameters per task (sized for a 2-core CPU).
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "pretrain": {"shape": [96, 96, 96], "spacing": [2.0, 2.0, 2.0], "zoom_fraction": 0.3},
-    "nodules": {"size": 64, "spacing": [1.0, 1.0, 1.0], "rule": "medmnist", "max_fill": 0.75},
-    "response": {"shape": [64, 64, 64], "spacing": [1.5, 1.5, 1.5], "radius_mm": [8.0, 22.0],
-                 "beta": [1.0, 1.5, 1.0], "beta0": 0.0},
-    "segmentation": {"shape": [96, 96, 96], "spacing": [2.0, 2.0, 2.0], "body_scale": 0.7,
-                     "radius_mm": [6.0, 20.0]},
-    "organs": {"size": 32, "per_subject": 3, "fill": 0.8},
-}
+#: Default generator parameters per task (the registry's ``defaults``; sized for a 2-core CPU).
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {name: dict(spec.defaults) for name, spec in REGISTRY.items()}
 _COMMON = {"splits": [0.6, 0.2, 0.2]}
 _ACQ_COLS = ("noise_hu", "kernel", "slice_mm", "contrast")
 _SPLITS = ("train", "val", "test")
@@ -62,52 +60,6 @@ _SPLITS = ("train", "val", "test")
 # --------------------------------------------------------------------------------------------
 # parameter handling
 # --------------------------------------------------------------------------------------------
-def _as_shape(name: str, v: Any) -> list[int]:
-    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-        v = [v] * 3
-    try:
-        t = list(v)
-    except TypeError:
-        raise SmartError(f"{name}={v!r}: must be 3 positive integers") from None
-    if len(t) != 3 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 8 for s in t):
-        raise SmartError(f"{name}={v!r}: must be 3 integers >= 8")
-    return [int(s) for s in t]
-
-
-def _as_spacing(name: str, v: Any) -> list[float]:
-    if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool):
-        v = [v] * 3
-    try:
-        t = [float(s) for s in v]
-    except (TypeError, ValueError):
-        raise SmartError(f"{name}={v!r}: must be a positive number or 3 of them (mm)") from None
-    if len(t) != 3 or not all(math.isfinite(s) and s > 0 for s in t):
-        raise SmartError(f"{name}={v!r}: must be a positive number or 3 of them (mm)")
-    return t
-
-
-def _as_range(name: str, v: Any, lo: float, hi: float) -> list[float]:
-    try:
-        a, b = (float(x) for x in v)
-    except (TypeError, ValueError):
-        raise SmartError(f"{name}={v!r}: must be a (min, max) pair") from None
-    if not (lo <= a <= b <= hi):
-        raise SmartError(f"{name}={v!r}: must satisfy {lo} <= min <= max <= {hi}")
-    return [a, b]
-
-
-def _as_float(name: str, v: Any, lo: float, hi: float) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not (lo <= float(v) <= hi):
-        raise SmartError(f"{name}={v!r}: must be a number in [{lo}, {hi}]")
-    return float(v)
-
-
-def _as_int(name: str, v: Any, lo: int, hi: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not (lo <= int(v) <= hi):
-        raise SmartError(f"{name}={v!r}: must be an integer in [{lo}, {hi}]")
-    return int(v)
-
-
 def task_params(task: str, n: int, seed: int, **params: Any) -> dict[str, Any]:
     """The full, normalised parameter dict of a task set (what ``params.json`` holds).
 
@@ -532,12 +484,3 @@ def make_task(task: str, n: int, seed: int, out: str | os.PathLike, **params: An
             })
         write_json(tmp / "params.json", P)
     return manifest
-
-
-def read_manifest(path: str | os.PathLike) -> list[dict[str, str]]:
-    """Rows of a ``manifest.csv`` as dicts of strings."""
-    path = Path(path)
-    if not path.is_file():
-        raise SmartError(f"{path}: manifest not found")
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))

@@ -1,6 +1,6 @@
 """MONAI preprocessing for SMART: records in, tensors out.
 
-Both pipelines take a *record* (see :mod:`smartlib.data.loaders`) whose ``"image"`` (and optional
+Both pipelines take a *record* (see :mod:`smartlib.data.sources`) whose ``"image"`` (and optional
 ``"mask"``) is a path or an in-memory ``(X, Y, Z)`` array and return dicts with channel-first float32
 tensors:
 
@@ -12,10 +12,6 @@ tensors:
 
 Records with ``intensity="unit"`` (MedMNIST) skip the HU window (a uint8 array is scaled by 1/255);
 in-memory arrays are resampled only if the record gives their ``spacing`` (or ``affine``).
-
-Batching the two-view output: use ``DataLoader(ds, batch_size=B, collate_fn=two_view_collate)``;
-it returns ``{"image": Tensor(V, B, 1, *roi), <other keys>: list of B}`` — ``batch["image"][v]``
-is view ``v`` of every volume in the batch.
 
 Determinism: ``set_transform_seed(compose, seed)`` fixes the crops and flips of a pipeline;
 with ``num_workers > 0`` use ``monai.data.DataLoader`` (its ``worker_init_fn`` reseeds each worker's
@@ -29,7 +25,7 @@ from typing import Any, Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.data import CacheDataset, Dataset, MetaTensor
+from monai.data import MetaTensor
 from monai.transforms import (
     Compose,
     CropForegroundd,
@@ -46,7 +42,8 @@ from monai.transforms import (
 )
 
 from ..errors import SmartError
-from .loaders import load_volume
+from .readers import load_volume, source_name
+from .validate import as_roi, as_target_spacing, as_window, check_seed
 
 __all__ = [
     "HU_WINDOW",
@@ -54,15 +51,13 @@ __all__ = [
     "pretrain_transforms",
     "eval_transforms",
     "set_transform_seed",
-    "two_view_collate",
-    "record_collate",
-    "make_dataset",
     "as_roi",
     "SmartCompose",
     "unwrap_smart_error",
 ]
 
-#: default HU window (MIDL 2024 "Self-supervised pretraining in the wild"), mapped to [0, 1]
+#: default HU window, mapped to [0, 1]: that of "Self-supervised pretraining in the wild" (MIDL 2024,
+#: PMLR 250:708-721, arXiv 2405.08657)
 HU_WINDOW: tuple[float, float] = (-500.0, 500.0)
 
 
@@ -92,40 +87,8 @@ class SmartCompose(Compose):
         raise err
 
 
-def as_roi(roi: int | Sequence[int] | None) -> tuple[int, int, int] | None:
-    """``64`` -> ``(64, 64, 64)``; a 3-sequence of positive ints is kept; None stays None."""
-    if roi is None:
-        return None
-    t = (roi,) * 3 if isinstance(roi, (int, np.integer)) else tuple(roi)
-    if len(t) != 3 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in t):
-        raise SmartError(f"roi={roi!r}: must be a positive integer or three positive integers")
-    return tuple(int(v) for v in t)  # type: ignore[return-value]
-
-
-def _as_spacing(spacing: float | Sequence[float] | None) -> tuple[float, float, float] | None:
-    if spacing is None:
-        return None
-    t = (spacing,) * 3 if isinstance(spacing, (int, float, np.number)) else tuple(spacing)
-    if len(t) != 3 or not all(np.isfinite(float(v)) and float(v) > 0 for v in t):
-        raise SmartError(f"spacing={spacing!r}: must be a positive number of mm or three of them (or None)")
-    return tuple(float(v) for v in t)  # type: ignore[return-value]
-
-
-def _as_window(hu_window: Sequence[float] | None) -> tuple[float, float] | None:
-    if hu_window is None:
-        return None
-    t = tuple(float(v) for v in hu_window)
-    if len(t) != 2 or not np.all(np.isfinite(t)) or t[0] >= t[1]:
-        raise SmartError(f"hu_window={hu_window!r}: must be two finite HU values (low, high) with low < high")
-    return t  # type: ignore[return-value]
-
-
-def _name(v: Any) -> str:
-    return str(v) if isinstance(v, (str, os.PathLike)) else "<array>"
-
-
 class LoadRecordd(MapTransform):
-    """Load a record's volumes (paths via :func:`~smartlib.data.loaders.load_volume`, arrays as given)
+    """Load a record's volumes (paths via :func:`~smartlib.data.readers.load_volume`, arrays as given)
     into ``(X, Y, Z)`` float32 :class:`~monai.data.MetaTensor` s with a RAS affine.
 
     * ``None``-valued keys (an absent mask) are dropped from the output dict.
@@ -153,7 +116,7 @@ class LoadRecordd(MapTransform):
                 first_key, first_src = key, src
             elif tuple(d[key].shape) != tuple(d[first_key].shape):
                 raise SmartError(
-                    f"{_name(first_src)} and {_name(src)}: {first_key}/{key} shape mismatch "
+                    f"{source_name(first_src)} and {source_name(src)}: {first_key}/{key} shape mismatch "
                     f"{tuple(d[first_key].shape)} vs {tuple(d[key].shape)}"
                     + ("" if isinstance(src, (str, os.PathLike)) else f" (record {d.get('patient_id')!r})")
                 )
@@ -275,8 +238,8 @@ def pretrain_transforms(
         ``"image"``: float32 tensor ``(1, *roi)`` in [0, 1] (plus the record's other keys).
     """
     roi_t = as_roi(roi)
-    sp = _as_spacing(spacing)
-    win = _as_window(hu_window)
+    sp = as_target_spacing(spacing)
+    win = as_window(hu_window)
     if not isinstance(num_views, (int, np.integer)) or isinstance(num_views, bool) or num_views < 1:
         raise SmartError(f"num_views={num_views!r}: must be a positive integer")
     keys = ("image",)
@@ -309,7 +272,7 @@ def eval_transforms(
     if not keys_t or keys_t[0] != "image" or not set(keys_t) <= {"image", "mask"}:
         raise SmartError(f"keys={keys!r}: must be ('image',) or ('image', 'mask')")
     roi_t = as_roi(roi)
-    steps = _deterministic_steps(keys_t, _as_spacing(spacing), _as_window(hu_window))
+    steps = _deterministic_steps(keys_t, as_target_spacing(spacing), as_window(hu_window))
     if roi_t is not None:
         steps.append(ResizeWithPadOrCropd(keys=keys_t, spatial_size=roi_t, mode="constant", allow_missing_keys=True))
     steps.append(EnsureTyped(keys=keys_t, data_type="tensor", dtype=torch.float32, track_meta=False,
@@ -322,80 +285,5 @@ def set_transform_seed(compose: Compose, seed: int) -> Compose:
 
     The same seed gives the same crops and flips for the same sequence of inputs.
     """
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise SmartError(f"seed={seed!r}: must be a non-negative integer")
-    compose.set_random_state(seed=int(seed) % 2**32)
+    compose.set_random_state(seed=check_seed(seed) % 2**32)
     return compose
-
-
-def _collate_values(values: list) -> Any:
-    if all(isinstance(v, torch.Tensor) for v in values):
-        return torch.stack([v.as_tensor() if isinstance(v, MetaTensor) else v for v in values])
-    if all(isinstance(v, np.ndarray) for v in values):
-        return torch.stack([torch.as_tensor(v) for v in values])
-    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values):
-        return torch.as_tensor([int(v) for v in values], dtype=torch.long)
-    return list(values)
-
-
-def record_collate(batch: Sequence[Mapping]) -> dict:
-    """Collate transformed records: tensors stacked, integer labels as a LongTensor, anything else
-    (strings, None, paths) as a list. Unlike torch's default it accepts ``label=None``."""
-    keys: list = []
-    for item in batch:
-        keys += [k for k in item if k not in keys]
-    return {k: _collate_values([item.get(k) for item in batch]) for k in keys}
-
-
-def two_view_collate(batch: Sequence[Sequence[Mapping]]) -> dict:
-    """Collate :func:`pretrain_transforms` output (B items, each a list of V view dicts).
-
-    Returns ``{"image": Tensor(V, B, 1, *roi), ...}``; other keys come from view 0 of each item,
-    collated as in :func:`record_collate` (length-B tensor or list).
-    """
-    if not batch:
-        raise ValueError("empty batch")
-    n_views = {len(item) for item in batch}
-    if len(n_views) != 1:
-        raise ValueError(f"items have different numbers of views {sorted(n_views)}")
-    V = n_views.pop()
-    images = torch.stack([torch.stack([torch.as_tensor(item[v]["image"]) for item in batch]) for v in range(V)])
-    out = record_collate([{k: val for k, val in item[0].items() if k != "image"} for item in batch])
-    out["image"] = images
-    return out
-
-
-def make_dataset(records: Sequence[Mapping], transform: Compose, cache: bool | float = False, num_workers: int = 0):
-    """``monai.data.Dataset`` over records, or a ``CacheDataset`` (caches the deterministic prefix —
-    loading, resampling, windowing — up to the first random transform) when ``cache`` is True or a rate."""
-    data = [dict(r) for r in records]
-    try:
-        if cache:
-            rate = 1.0 if cache is True else float(cache)
-            return _SmartCacheDataset(data=data, transform=transform, cache_rate=rate, num_workers=num_workers or 0,
-                                      progress=False)
-        return _SmartDataset(data=data, transform=transform)
-    except RuntimeError as exc:
-        err = unwrap_smart_error(exc)
-        if err is None:
-            raise
-    raise err
-
-
-class _UnwrapMixin:
-    def __getitem__(self, index: Any) -> Any:
-        try:
-            return super().__getitem__(index)  # type: ignore[misc]
-        except RuntimeError as exc:
-            err = unwrap_smart_error(exc)
-            if err is None:
-                raise
-        raise err
-
-
-class _SmartDataset(_UnwrapMixin, Dataset):
-    """``monai.data.Dataset`` that surfaces a SmartError from its transform unwrapped."""
-
-
-class _SmartCacheDataset(_UnwrapMixin, CacheDataset):
-    """``monai.data.CacheDataset`` that surfaces a SmartError from its transform unwrapped."""

@@ -252,17 +252,16 @@ def attention_study(inits, *, preset: str = "cpu", runs_dir="runs", out=None, da
     """
     import pandas as pd
 
-    from ..config import load_preset
-    from ..io import write_csv, write_json
-    from .classify import _as_inits
+    from ..config import pretrain_config
+    from ..tasks import split_fractions
     from .data import load_arrays, split_indices, task_records
-    from .features import load_init, resolve_init, stack
+    from .features import load_init, stack
+    from .study import grid, is_builtin, resolve_inits, run_cells, write_outputs
 
-    inits_d = _as_inits(inits)
-    paths = {name: resolve_init(spec, preset, runs_dir, log=log) for name, spec in inits_d.items()}
-    size = img_size or load_preset(preset).img_size
+    inits_r = resolve_inits(inits, preset, runs_dir, log=log)
+    size = img_size or pretrain_config(preset).img_size
     records, source = task_records("nodules", data, preset, runs_dir, n=n, seed=data_seed)
-    split = split_indices(records, source, seed=data_seed)
+    split = split_indices(records, source, fractions=split_fractions("nodules", preset), seed=data_seed)
     chosen = [records[i] for i in split["test"][:n_cases]]
     images, masks = load_arrays(chosen, size, None, with_mask=True)
     x, m = stack(images), stack(masks)
@@ -271,27 +270,25 @@ def attention_study(inits, *, preset: str = "cpu", runs_dir="runs", out=None, da
     g = size // UNIT
     lesion_share = float((m[:, 0] > 0).float().mean(dim=(1, 2, 3)).mean())
     chance = float(chance_hit_rate(m[:, 0], g).mean())
-    loc_rows, ent_frames, maps = [], [], {}
-    for name, path in paths.items():
-        net = load_init(path, preset, size, seed=0)
-        r = localisation(net, x, m)
-        maps[name] = r["attn_vox"].numpy()
-        loc_rows.append({"init": name, "proxy": bool(r["proxy"]), "n": len(x), "mass_mean": float(r["mass"].mean()),
-                         "mass_sd": float(r["mass"].std(unbiased=False)), "hit_rate": float(r["hit"].float().mean()),
-                         "lesion_share": lesion_share, "chance_hit": chance})
-        ent = attention_distance_entropy(net, x, bins=bins)
-        ent.insert(0, "init", name)
-        ent_frames.append(ent)
-        log(f"attention {name}: mass in lesion {loc_rows[-1]['mass_mean']:.3f}, hit rate {loc_rows[-1]['hit_rate']:.2f}"
-            + (" (mean-token proxy)" if r["proxy"] else ""))
-    loc, ent = pd.DataFrame(loc_rows), pd.concat(ent_frames, ignore_index=True)
-    if out is not None:
-        from pathlib import Path
+    maps: dict[str, np.ndarray] = {}
 
-        out = Path(out)
-        write_csv(out / "localisation.csv", loc.to_dict("records"))
-        write_csv(out / "entropy.csv", ent.to_dict("records"))
-        write_json(out / "attention.json", {"source": source, "phantom": data is None or str(data) == "builtin",
-                                            "preset": preset, "img_size": size, "bins": bins, "inits": inits_d,
-                                            "localisation": loc.to_dict("records"), "entropy": ent.to_dict("records")})
+    def run_one(c) -> tuple[dict, "pd.DataFrame"]:
+        net = load_init(c.path, preset, size, seed=0)
+        r = localisation(net, x, m)
+        maps[c.init] = r["attn_vox"].numpy()
+        row = {"init": c.init, "proxy": bool(r["proxy"]), "n": len(x), "mass_mean": float(r["mass"].mean()),
+               "mass_sd": float(r["mass"].std(unbiased=False)), "hit_rate": float(r["hit"].float().mean()),
+               "lesion_share": lesion_share, "chance_hit": chance}
+        ent = attention_distance_entropy(net, x, bins=bins)
+        ent.insert(0, "init", c.init)
+        log(f"attention {c.init}: mass in lesion {row['mass_mean']:.3f}, hit rate {row['hit_rate']:.2f}"
+            + (" (mean-token proxy)" if r["proxy"] else ""))
+        return row, ent
+
+    done = run_cells(grid(inits_r), run_one)
+    loc, ent = pd.DataFrame([d[0] for d in done]), pd.concat([d[1] for d in done], ignore_index=True)
+    write_outputs(out, csv={"localisation.csv": loc.to_dict("records"), "entropy.csv": ent.to_dict("records")},
+                  json={"attention.json": {"source": source, "phantom": is_builtin(data),
+                                           "preset": preset, "img_size": size, "bins": bins, "inits": inits_r.specs,
+                                           "localisation": loc.to_dict("records"), "entropy": ent.to_dict("records")}})
     return {"localisation": loc, "entropy": ent, "images": x[:, 0].numpy(), "masks": m[:, 0].numpy(), "maps": maps}

@@ -26,9 +26,12 @@ import torch
 import torch.nn as nn
 
 from ..errors import SmartError
-from .data import label_fraction_indices, load_arrays, prep_for, split_indices, task_records
-from .features import extract_features, load_init, resolve_init, stack
+from ..tasks import prep_for
+from ..tasks import task as task_spec
+from .data import label_fraction_indices, load_arrays, split_indices, task_records
+from .features import extract_features, load_init, stack
 from .metrics import metrics_with_ci
+from .study import Cell, check_fractions, is_builtin, resolve_inits, run_cells, write_outputs
 
 __all__ = ["ClassData", "load_classification", "linear_probe", "FineTuneClassifier", "finetune",
            "classification_study", "summarise", "METRICS"]
@@ -62,8 +65,10 @@ def load_classification(task: str, data: str | os.PathLike | None = None, preset
         SmartError: unknown task, labels outside the task's classes, a training split with fewer than
         two classes, an empty train or test split, a patient in two splits.
     """
-    if task not in ("nodules", "response", "organs"):
-        raise SmartError(f"task {task!r}: expected nodules, response or organs")
+    spec = task_spec(task)
+    if spec.kind != "classification":
+        raise SmartError(f"task {task!r}: not a classification task (expected one of "
+                         f"{', '.join(t for t in _classification_tasks())})")
     records, source = task_records(task, data, preset, runs_dir, n=n, seed=data_seed)
     split = split_indices(records, source, seed=data_seed)
     labels = np.array([int(r["label"]) for r in records])
@@ -71,13 +76,19 @@ def load_classification(task: str, data: str | os.PathLike | None = None, preset
     if len(train_classes) < 2:
         raise SmartError(f"{source}: the training split holds only class {train_classes}; classification needs two or more classes")
     n_classes = int(labels.max()) + 1
-    if task in ("nodules", "response") and n_classes != 2:
-        raise SmartError(f"{source}: labels {sorted(set(labels.tolist()))} do not match the binary classes [0, 1] of {task}")
+    if spec.classes is not None and n_classes != len(spec.classes):
+        raise SmartError(f"{source}: labels {sorted(set(labels.tolist()))} do not match the classes {list(spec.classes)} of {task}")
     prep = prep_for(task, preset, roi, spacing)
     images, _ = load_arrays(records, prep["roi"], prep["spacing"], hu_window)
     return ClassData(task=task, source=source, images=stack(images), labels=labels,
                      patients=[str(r["patient_id"]) for r in records], split=split, n_classes=n_classes,
-                     phantom=data is None or str(data) == "builtin", prep=prep)
+                     phantom=is_builtin(data), prep=prep)
+
+
+def _classification_tasks() -> list[str]:
+    from ..tasks import task_names
+
+    return task_names("classification")
 
 
 def _features(f: dict[str, np.ndarray], feature: str) -> np.ndarray:
@@ -130,12 +141,14 @@ def _flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 def finetune(net: nn.Module, x_train: torch.Tensor, y_train: np.ndarray, x_test: torch.Tensor, n_classes: int,
              epochs: int = 5, batch_size: int = 8, lr: float = 3e-4, head_lr: float = 1e-3,
-             weight_decay: float = 0.05, seed: int = 0) -> np.ndarray:
+             weight_decay: float = 0.05, seed: int = 0, progress: bool = False) -> np.ndarray:
     """Fine-tune ``net`` with a new head; return test class probabilities (m, n_classes).
 
     Args: x_train (n, 1, S, S, S), y_train (n,), x_test (m, 1, S, S, S). AdamW with ``lr`` on the encoder and
-    ``head_lr`` on the head, cosine decay over ``epochs`` × ⌈n / batch_size⌉ steps.
+    ``head_lr`` on the head, cosine decay over ``epochs`` × ⌈n / batch_size⌉ steps. ``progress``: a tqdm bar of the steps.
     """
+    from tqdm.auto import tqdm
+
     from ..seed import seed_everything
 
     if epochs < 1:
@@ -149,6 +162,7 @@ def finetune(net: nn.Module, x_train: torch.Tensor, y_train: np.ndarray, x_test:
     y = torch.as_tensor(np.asarray(y_train), dtype=torch.long)
     g = torch.Generator().manual_seed(seed)
     model.train()
+    bar = tqdm(total=steps, desc="fine-tuning", unit="step", disable=not progress, dynamic_ncols=True)
     for _ in range(epochs):
         order = torch.randperm(len(x_train), generator=g)
         for i in range(0, len(order), batch_size):
@@ -158,27 +172,12 @@ def finetune(net: nn.Module, x_train: torch.Tensor, y_train: np.ndarray, x_test:
             loss.backward()
             opt.step()
             sched.step()
+            bar.update(1)
+    bar.close()
     model.eval()
     with torch.no_grad():
         probs = [torch.softmax(model(x_test[i:i + batch_size]), dim=1) for i in range(0, len(x_test), batch_size)]
     return torch.cat(probs).numpy()
-
-
-def _as_inits(inits: Mapping[str, str] | Sequence[str] | str) -> dict[str, str]:
-    if isinstance(inits, (str, os.PathLike)):
-        inits = [str(inits)]
-    if isinstance(inits, Mapping):
-        return {str(k): str(v) for k, v in inits.items()}
-    return {Path(str(v)).stem if str(v).endswith(".pt") else str(v): str(v) for v in inits}
-
-
-def _check_fractions(fractions: Sequence[float]) -> list[float]:
-    from .data import _check_fraction
-
-    fr = [_check_fraction(f) for f in fractions]
-    if not fr:
-        raise SmartError("fractions: give at least one label fraction")
-    return fr
 
 
 def classification_study(task: str, inits: Mapping[str, str] | Sequence[str] | str, *, preset: str = "cpu",
@@ -189,7 +188,8 @@ def classification_study(task: str, inits: Mapping[str, str] | Sequence[str] | s
                          epochs: int = 5, n_boot: int = 1000,
                          roi: int | None = None, spacing: float | None | str = "default", n: int | None = None,
                          data_seed: int = 0, batch_size: int = 8, lr: float = 3e-4, feature: str = "both",
-                         dataset: ClassData | None = None, log: Callable[[str], None] = print) -> "pd.DataFrame":
+                         dataset: ClassData | None = None, log: Callable[[str], None] = print,
+                         progress: bool = False) -> "pd.DataFrame":
     """Run every (init × mode × fraction × seed) classification and return one row per run.
 
     Args:
@@ -205,62 +205,57 @@ def classification_study(task: str, inits: Mapping[str, str] | Sequence[str] | s
     """
     import pandas as pd
 
-    from ..io import write_csv, write_json
-
     modes = list(modes)
     bad = [m for m in modes if m not in ("probe", "finetune")]
     if bad or not modes:
         raise SmartError(f"mode {bad or modes!r}: expected probe and/or finetune")
-    fractions = _check_fractions(fractions)
-    ft_fractions = fractions if finetune_fractions is None else _check_fractions(finetune_fractions)
-    inits_d = _as_inits(inits)
-    paths = {name: resolve_init(spec, preset, runs_dir, log=log) for name, spec in inits_d.items()}  # fail early
+    fractions = check_fractions(fractions)
+    ft_fractions = fractions if finetune_fractions is None else check_fractions(finetune_fractions)
+    inits_r = resolve_inits(inits, preset, runs_dir, log=log)  # fail early
     ds = dataset or load_classification(task, data, preset, runs_dir, n=n, data_seed=data_seed, roi=roi, spacing=spacing)
     tr, te = ds.split["train"], ds.split["test"]
     x_test, y_test = ds.images[te], ds.labels[te]
-    rows, preds = [], []
-    for name, spec in inits_d.items():
-        path = paths[name]
-        feats = None
-        for mode in modes:
-            for f in fractions:
-                if mode == "finetune" and f not in ft_fractions:
-                    continue
-                for s in (seeds if mode == "probe" or finetune_seeds is None else finetune_seeds):
-                    t0 = time.time()
-                    keep = label_fraction_indices(tr, ds.labels.tolist(), ds.patients, f, seed=s)
-                    if len(set(ds.labels[keep].tolist())) < 2:
-                        raise SmartError(f"{ds.source}: label fraction {f} leaves a single class in the training split")
-                    if mode == "probe":
-                        if feats is None:
-                            feats = _features(extract_features(load_init(path, preset, ds.prep["roi"], seed=0), ds.images,
-                                                               batch_size), feature)
-                        scores = linear_probe(feats[keep], ds.labels[keep], feats[te], ds.n_classes, seed=s)
-                    else:
-                        net = load_init(path, preset, ds.prep["roi"], seed=s)
-                        scores = finetune(net, ds.images[keep], ds.labels[keep], x_test, ds.n_classes, epochs=epochs,
-                                          batch_size=batch_size, lr=lr, seed=s)
-                    m = metrics_with_ci(y_test, scores if ds.n_classes > 2 else scores[:, 1], n_boot=n_boot, seed=s)
-                    row = {"task": task, "init": name, "mode": mode, "fraction": f, "seed": s, "n_train": len(keep),
-                           "n_test": len(te), **m, "seconds": round(time.time() - t0, 2)}
-                    rows.append(row)
-                    log(f"{task} {name} {mode} fraction={f} seed={s}: AUC {m['auc']:.3f} [{m['auc_lo']:.3f}, {m['auc_hi']:.3f}] "
-                        f"acc {m['accuracy']:.3f} ({row['seconds']:.1f} s)")
-                    for k, i in enumerate(te):
-                        preds.append({"init": name, "mode": mode, "fraction": f, "seed": s, "patient_id": ds.patients[i],
-                                      "label": int(ds.labels[i]),
-                                      **{f"p{c}": float(scores[k, c]) for c in range(ds.n_classes)}})
-    results = pd.DataFrame(rows)
+    cells = [Cell(name, path, f, s, mode) for name, path in inits_r.paths.items() for mode in modes for f in fractions
+             if mode == "probe" or f in ft_fractions
+             for s in (seeds if mode == "probe" or finetune_seeds is None else finetune_seeds)]
+    feats: dict[str, np.ndarray] = {}  # frozen features, once per init
+    preds: list[dict] = []
+
+    def run_one(c: Cell) -> dict:
+        t0 = time.time()
+        keep = label_fraction_indices(tr, ds.labels.tolist(), ds.patients, c.fraction, seed=c.seed)
+        if len(set(ds.labels[keep].tolist())) < 2:
+            raise SmartError(f"{ds.source}: label fraction {c.fraction} leaves a single class in the training split")
+        if c.mode == "probe":
+            if c.init not in feats:
+                feats[c.init] = _features(extract_features(load_init(c.path, preset, ds.prep["roi"], seed=0), ds.images,
+                                                           batch_size, progress=progress), feature)
+            scores = linear_probe(feats[c.init][keep], ds.labels[keep], feats[c.init][te], ds.n_classes, seed=c.seed)
+        else:
+            net = load_init(c.path, preset, ds.prep["roi"], seed=c.seed)
+            scores = finetune(net, ds.images[keep], ds.labels[keep], x_test, ds.n_classes, epochs=epochs,
+                              batch_size=batch_size, lr=lr, seed=c.seed, progress=progress)
+        m = metrics_with_ci(y_test, scores if ds.n_classes > 2 else scores[:, 1], n_boot=n_boot, seed=c.seed)
+        row = {"task": task, "init": c.init, "mode": c.mode, "fraction": c.fraction, "seed": c.seed, "n_train": len(keep),
+               "n_test": len(te), **m, "seconds": round(time.time() - t0, 2)}
+        log(f"{task} {c.init} {c.mode} fraction={c.fraction} seed={c.seed}: AUC {m['auc']:.3f} "
+            f"[{m['auc_lo']:.3f}, {m['auc_hi']:.3f}] acc {m['accuracy']:.3f} ({row['seconds']:.1f} s)"
+            + (f" — {m['auc_note']}" if "auc_note" in m else ""))
+        for k, i in enumerate(te):
+            preds.append({"init": c.init, "mode": c.mode, "fraction": c.fraction, "seed": c.seed,
+                          "patient_id": ds.patients[i], "label": int(ds.labels[i]),
+                          **{f"p{j}": float(scores[k, j]) for j in range(ds.n_classes)}})
+        return row
+
+    results = pd.DataFrame(run_cells(cells, run_one))
     if out is not None:
-        out = Path(out)
         summary = summarise(results)
-        write_csv(out / "predictions.csv", preds)
-        write_csv(out / "results.csv", results.to_dict("records"))
-        write_csv(out / "summary.csv", summary.to_dict("records"))
-        write_json(out / "summary.json", {"task": task, "source": ds.source, "phantom": ds.phantom, "preset": preset,
-                                          "n_train": int(len(tr)), "n_test": int(len(te)), "prep": ds.prep,
-                                          "inits": inits_d, "n_boot": n_boot, "epochs": epochs,
-                                          "summary": summary.to_dict("records"), "runs": results.to_dict("records")})
+        write_outputs(out, csv={"predictions.csv": preds, "results.csv": results.to_dict("records"),
+                                "summary.csv": summary.to_dict("records")},
+                      json={"summary.json": {"task": task, "source": ds.source, "phantom": ds.phantom, "preset": preset,
+                                             "n_train": int(len(tr)), "n_test": int(len(te)), "prep": ds.prep,
+                                             "inits": inits_r.specs, "n_boot": n_boot, "epochs": epochs,
+                                             "summary": summary.to_dict("records"), "runs": results.to_dict("records")}})
     return results
 
 

@@ -17,8 +17,9 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import SmartError
-from .features import extract_features, load_init, resolve_init
+from .features import extract_features, load_init
 from .metrics import cluster_metrics
+from .study import grid, resolve_inits, run_cells, write_outputs
 
 __all__ = ["UMAP_PARAMS", "umap_embedding", "cluster_study"]
 
@@ -45,7 +46,7 @@ def cluster_study(inits: Mapping[str, str] | Sequence[str], *, preset: str = "cp
                   out: str | os.PathLike | None = None, data: str | os.PathLike | None = None, seed: int = 0,
                   features: Sequence[str] = ("cls", "pooled"), n: int | None = None, data_seed: int = 0,
                   roi: int | None = None, spacing: float | None | str = "default", split: str | None = None,
-                  batch_size: int = 8, dataset=None, log: Callable[[str], None] = print):
+                  batch_size: int = 8, dataset=None, log: Callable[[str], None] = print, progress: bool = False):
     """UMAP + cluster metrics of every init's frozen features of the organ crops.
 
     Args:
@@ -58,38 +59,37 @@ def cluster_study(inits: Mapping[str, str] | Sequence[str], *, preset: str = "cp
     """
     import pandas as pd
 
-    from ..io import write_csv, write_json
-    from .classify import _as_inits, load_classification
+    from .classify import load_classification
 
-    inits_d = _as_inits(inits)
-    paths = {name: resolve_init(spec, preset, runs_dir, log=log) for name, spec in inits_d.items()}  # fail early
+    inits_r = resolve_inits(inits, preset, runs_dir, log=log)  # fail early
     ds = dataset or load_classification("organs", data, preset, runs_dir, n=n, data_seed=data_seed, roi=roi, spacing=spacing)
     idx = np.arange(len(ds.labels)) if split is None else ds.split[split]
     if len(idx) == 0:
         raise SmartError(f"{ds.source}: the {split} split is empty")
     labels = ds.labels[idx]
-    rows, emb = [], {}
-    for name, spec in inits_d.items():
+    emb: dict[tuple[str, str], np.ndarray] = {}
+
+    def run_one(c) -> list[dict]:
         t0 = time.time()
-        path = paths[name]
-        feats = extract_features(load_init(path, preset, ds.prep["roi"], seed=seed), ds.images[idx], batch_size)
+        feats = extract_features(load_init(c.path, preset, ds.prep["roi"], seed=seed), ds.images[idx], batch_size, progress=progress)
+        rows = []
         for feat in features:
             if feat not in feats:
                 raise SmartError(f"feature {feat!r}: expected cls or pooled")
             e = umap_embedding(feats[feat], seed=seed)
-            emb[(name, feat)] = e
+            emb[(c.init, feat)] = e
             m = cluster_metrics(e, labels, seed=seed)
-            rows.append({"init": name, "feature": feat, "n": len(idx), "n_classes": int(len(np.unique(labels))), **m,
+            rows.append({"init": c.init, "feature": feat, "n": len(idx), "n_classes": int(len(np.unique(labels))), **m,
                          "seconds": round(time.time() - t0, 2)})
-            log(f"organs {name} {feat}: intra {m['intra_mean']:.2f} inter {m['inter_mean']:.2f} "
+            log(f"organs {c.init} {feat}: intra {m['intra_mean']:.2f} inter {m['inter_mean']:.2f} "
                 f"silhouette {m['silhouette']:.3f} NMI {m['kmeans_nmi']:.3f}")
-    metrics = pd.DataFrame(rows)
-    if out is not None:
-        out = Path(out)
-        write_csv(out / "embeddings.csv", [{"init": k[0], "feature": k[1], "x": float(p[0]), "y": float(p[1]),
-                                             "label": int(lab)} for k, e in emb.items() for p, lab in zip(e, labels)])
-        write_csv(out / "metrics.csv", metrics.to_dict("records"))
-        write_json(out / "metrics.json", {"task": "organs", "source": ds.source, "phantom": ds.phantom, "preset": preset,
-                                          "umap": UMAP_PARAMS, "seed": seed, "inits": inits_d,
-                                          "metrics": metrics.to_dict("records")})
+        return rows
+
+    metrics = pd.DataFrame([r for rows in run_cells(grid(inits_r, seeds=[seed]), run_one) for r in rows])
+    write_outputs(out, csv={"embeddings.csv": [{"init": k[0], "feature": k[1], "x": float(p[0]), "y": float(p[1]),
+                                                "label": int(lab)} for k, e in emb.items() for p, lab in zip(e, labels)],
+                            "metrics.csv": metrics.to_dict("records")},
+                  json={"metrics.json": {"task": "organs", "source": ds.source, "phantom": ds.phantom, "preset": preset,
+                                         "umap": UMAP_PARAMS, "seed": seed, "inits": inits_r.specs,
+                                         "metrics": metrics.to_dict("records")}})
     return metrics, emb

@@ -1,14 +1,13 @@
 """Which records a downstream study reads, how they are preprocessed, and how they are split.
 
 ``--data`` is ``"builtin"`` (a phantom task set generated once under ``runs_dir/data``) or a
-real-format path understood by :func:`smartlib.data.loaders.resolve_data` (manifest CSV,
+real-format path understood by :func:`smartlib.data.sources.resolve_data` (manifest CSV,
 MedMNIST ``.npz``, Decathlon root). Splits are by patient: a manifest's ``split`` column is used
 when every record has one (and checked for patients in two splits); otherwise patients are
 assigned with :func:`smartlib.data.tasks.assign_splits`.
 """
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,118 +17,56 @@ import torch
 
 from ..errors import SmartError
 
-__all__ = [
-    "CLASS_TASKS",
-    "TASK_CLASSES",
-    "BUILTIN_SIZES",
-    "PREP",
-    "builtin_manifest",
-    "task_records",
-    "prep_for",
-    "split_indices",
-    "label_fraction_indices",
-    "load_arrays",
-]
-
-CLASS_TASKS = ("nodules", "response", "organs")
-#: the classes each built-in classification task must have (a label file with others is an error)
-TASK_CLASSES: dict[str, list[int]] = {"nodules": [0, 1], "response": [0, 1], "organs": list(range(11))}
-#: cases generated for a built-in set, per preset
-BUILTIN_SIZES: dict[str, dict[str, int]] = {
-    "smoke": {"nodules": 24, "response": 24, "segmentation": 6, "organs": 33},
-    "cpu": {"nodules": 120, "response": 100, "segmentation": 18, "organs": 110},
-    "paper": {"nodules": 1000, "response": 200, "segmentation": 60, "organs": 550},
-}
-#: ``make_task`` parameters of the built-in sets (train / val / test fractions by patient)
-BUILTIN_PARAMS: dict[str, dict[str, Any]] = {
-    "nodules": {"splits": [0.6, 0.0, 0.4]},
-    "response": {"splits": [0.6, 0.0, 0.4]},
-    "organs": {"splits": [0.6, 0.0, 0.4]},
-    "segmentation": {"splits": [0.67, 0.0, 0.33]},
-}
-_SMALL_SEG = {"shape": [48, 48, 48], "spacing": [2.0, 2.0, 2.0], "radius_mm": [12.0, 24.0]}
-#: preprocessing per task: ``roi`` (crop / pad edge, or training patch for segmentation) and ``spacing``
-#: (mm; None keeps the native grid). 2 mm is the pretraining spacing, so nodule and response crops
-#: are seen at the scale the encoder learned; organ crops keep their own grid (the OrganMNIST3D way).
-PREP: dict[str, dict[str, dict[str, Any]]] = {
-    "smoke": {"nodules": {"roi": 32, "spacing": 2.0}, "response": {"roi": 32, "spacing": 2.0},
-              "organs": {"roi": 32, "spacing": None}, "segmentation": {"roi": 32, "spacing": 2.0}},
-    "cpu": {"nodules": {"roi": 32, "spacing": 2.0}, "response": {"roi": 32, "spacing": 2.0},
-            "organs": {"roi": 32, "spacing": None}, "segmentation": {"roi": 32, "spacing": 2.0}},
-    "paper": {"nodules": {"roi": 64, "spacing": 1.0}, "response": {"roi": 64, "spacing": 1.5},
-              "organs": {"roi": 32, "spacing": None}, "segmentation": {"roi": 64, "spacing": 2.0}},
-}
-
-
-def builtin_manifest(task: str, preset: str, runs_dir: str | os.PathLike, n: int | None = None, seed: int = 0) -> Path:
-    """Manifest of the built-in phantom set for ``task`` at ``preset`` (generated once, then cached).
-
-    Written to ``runs_dir/data/<task>-n<n>-seed<seed>`` so it never overwrites the sets of other chapters.
-    Segmentation volumes at the smoke / cpu presets are 48³ at 2 mm with 12–24 mm tumours, so that a
-    160-step CPU fine-tune learns them (96³ at 2 mm, 6–20 mm tumours at paper).
-    """
-    from ..data.tasks import make_task
-
-    if preset not in BUILTIN_SIZES:
-        raise SmartError(f"preset {preset!r}: expected one of {', '.join(BUILTIN_SIZES)}")
-    if task not in BUILTIN_SIZES[preset]:
-        raise SmartError(f"task {task!r}: expected one of {', '.join(BUILTIN_SIZES[preset])}")
-    n = BUILTIN_SIZES[preset][task] if n is None else int(n)
-    params = dict(BUILTIN_PARAMS[task])
-    if task == "segmentation" and preset != "paper":
-        params.update(_SMALL_SEG)
-    return make_task(task, n=n, seed=seed, out=Path(runs_dir) / "data" / f"{task}-n{n}-seed{seed}", **params)
+__all__ = ["task_records", "split_indices", "label_fraction_indices", "load_arrays"]
 
 
 def task_records(task: str, data: str | os.PathLike | None, preset: str, runs_dir: str | os.PathLike,
                  n: int | None = None, seed: int = 0) -> tuple[list[dict], str]:
     """Records of ``task`` from ``data`` (None / ``"builtin"``: the phantom set) and a name for messages.
 
-    Classification tasks must carry labels of :data:`TASK_CLASSES` (checked by ``resolve_data``; the
-    organ task accepts any integer classes of a real file); segmentation records need masks.
+    Classification tasks must carry labels of their registry classes (:data:`smartlib.tasks.TASKS`,
+    checked by ``resolve_data``; the organ task accepts any integer classes of a real file);
+    segmentation records need masks.
     """
-    from ..data.loaders import resolve_data
+    from ..data.sources import resolve_data
+    from ..tasks import builtin_manifest, record_kind
+    from ..tasks import task as task_spec
+    from .study import is_builtin
 
-    if data is None or str(data) == "builtin":
-        spec: str | Path = builtin_manifest(task, preset, runs_dir, n=n, seed=seed)
-    else:
-        spec = Path(data)
-    kind = "segment" if task == "segmentation" else "classify"
-    classes = TASK_CLASSES.get(task) if task in ("nodules", "response") else None
-    records = resolve_data(spec, kind, classes=classes)
-    if task == "segmentation":
+    t = task_spec(task)
+    spec: str | Path = builtin_manifest(task, preset, runs_dir, n=n, seed=seed) if is_builtin(data) else Path(data)
+    records = resolve_data(spec, record_kind(task), classes=list(t.classes) if t.classes is not None else None)
+    if t.kind == "segmentation":
         records = [r for r in records if r.get("mask") is not None]
     return records, str(spec)
-
-
-def prep_for(task: str, preset: str, roi: int | None = None, spacing: float | None | str = "default") -> dict[str, Any]:
-    """``{"roi", "spacing"}`` for ``task`` at ``preset`` with optional overrides (spacing None = native grid)."""
-    base = dict(PREP.get(preset, PREP["cpu"])[task])
-    if roi is not None:
-        if roi % 32 or roi < 32:
-            raise SmartError(f"roi={roi}: must be a positive multiple of 32 (the Swin halves the grid five times)")
-        base["roi"] = int(roi)
-    if spacing != "default":
-        base["spacing"] = spacing
-    return base
 
 
 def split_indices(records: Sequence[dict], source: str, fractions: Sequence[float] = (0.6, 0.0, 0.4), seed: int = 0,
                   required: Sequence[str] = ("train", "test")) -> dict[str, np.ndarray]:
     """Indices of the ``train`` / ``val`` / ``test`` records, by patient.
 
-    The records' own ``split`` is used when every record has one of train / val / test and the
-    required splits are present; otherwise patients are assigned by ``fractions`` with
+    A declared split is used as declared or refused: when any record has a ``split``, every record
+    must have one of train / val / test and each required split must be non-empty. Only data
+    without any declared split are assigned, by patient, with ``fractions`` and
     ``numpy.random.default_rng(seed)``.
 
     Raises:
-        SmartError: a patient in two splits, or a required split that is empty.
+        SmartError: a split value other than train / val / test, records without a split beside
+        records with one, a patient in two splits, or a required split that is empty.
     """
     from ..data.tasks import assign_splits
 
     splits = [r.get("split") for r in records]
-    given = all(s in ("train", "val", "test") for s in splits) and all(s in splits for s in required)
-    if not given:
+    declared = [s not in (None, "") for s in splits]
+    if any(declared):
+        bad = next((s for s in splits if s not in (None, "") and s not in ("train", "val", "test")), None)
+        if bad is not None:
+            raise SmartError(f"{source}: split {bad!r} is not one of train, val, test")
+        if not all(declared):
+            i = declared.index(False)
+            raise SmartError(f"{source}: {declared.count(False)} of {len(records)} records have no split (e.g. "
+                             f"{records[i].get('patient_id')}) while others declare one; declare a split for every record or none")
+    else:
         pats = [str(r["patient_id"]) for r in records]
         of = assign_splits(pats, list(fractions), np.random.default_rng(seed))
         splits = [of[p] for p in pats]
@@ -141,18 +78,9 @@ def split_indices(records: Sequence[dict], source: str, fractions: Sequence[floa
     out = {name: np.array([i for i, s in enumerate(splits) if s == name], dtype=int) for name in ("train", "val", "test")}
     for name in required:
         if len(out[name]) == 0:
-            raise SmartError(f"{source}: the {name} split is empty ({len(records)} records)")
+            how = "declared" if any(declared) else "assigned"
+            raise SmartError(f"{source}: the {name} split is empty ({len(records)} records, splits {how})")
     return out
-
-
-def _check_fraction(fraction: float) -> float:
-    try:
-        f = float(fraction)
-    except (TypeError, ValueError):
-        raise SmartError(f"label fraction {fraction!r}: must be a number in (0, 1]") from None
-    if not (0.0 < f <= 1.0) or not math.isfinite(f):
-        raise SmartError(f"label fraction {fraction!r}: must lie in (0, 1]")
-    return f
 
 
 def label_fraction_indices(train_idx: np.ndarray, labels: Sequence[int | None], patients: Sequence[str],
@@ -166,7 +94,9 @@ def label_fraction_indices(train_idx: np.ndarray, labels: Sequence[int | None], 
 
     Returns: sorted record indices (a subset of ``train_idx``).
     """
-    f = _check_fraction(fraction)
+    from .study import check_fraction
+
+    f = check_fraction(fraction)
     train_idx = np.asarray(train_idx, dtype=int)
     if f == 1.0:
         return np.sort(train_idx)

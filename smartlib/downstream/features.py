@@ -1,8 +1,8 @@
 """Encoders for the downstream studies and their frozen features.
 
 An *init* is ``"scratch"`` (random weights of the preset's architecture, seeded), the name of a
-pretraining variant in :data:`smartlib.zoo.VARIANTS` (pretrained on demand by
-:func:`smartlib.zoo.pretrained`), or the path of an exported encoder (``smart export``), which is
+pretraining variant in :data:`smartlib.variants.VARIANTS` (pretrained on demand by
+:func:`smartlib.variants.pretrained`), or the path of an exported encoder (``smart export``), which is
 loaded with strict key matching (:func:`smartlib.models.smart.load_encoder`).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ __all__ = ["resolve_init", "load_init", "init_arch", "extract_features", "stack"
 def resolve_init(init: str | os.PathLike, preset: str, runs_dir: str | os.PathLike, log=print) -> str:
     """``"scratch"`` stays; a variant name becomes its exported encoder path (pretraining it if needed);
     anything else must be an existing file."""
-    from ..zoo import VARIANTS, pretrained
+    from ..variants import VARIANTS, pretrained
 
     s = str(init)
     if s == "scratch":
@@ -37,12 +37,12 @@ def resolve_init(init: str | os.PathLike, preset: str, runs_dir: str | os.PathLi
 
 def init_arch(init: str, preset: str) -> dict:
     """Architecture arguments of ``init``: the preset's for scratch, the export's own otherwise."""
-    from ..config import load_preset
+    from ..config import pretrain_config
     from ..io import load_torch
     from ..models.smart import EXPORT_FORMAT
 
     if init == "scratch":
-        return load_preset(preset).model_kwargs()
+        return pretrain_config(preset).model_kwargs()
     blob = load_torch(init)
     if not isinstance(blob, dict) or blob.get("format") != EXPORT_FORMAT or not isinstance(blob.get("model"), dict):
         raise SmartError(f"{init}: not a SMART encoder export (expected format {EXPORT_FORMAT!r}; use `smart export RUN`)")
@@ -56,13 +56,13 @@ def load_init(init: str, preset: str, img_size: int, seed: int = 0):
     export path (strict loading; a file of another format or whose weights do not fit its declared
     architecture is a SmartError).
     """
-    from ..config import load_preset
+    from ..config import pretrain_config
     from ..models.smart import SMARTNet, load_encoder
     from ..seed import seed_everything
 
     if init == "scratch":
         seed_everything(seed)
-        kw = {**load_preset(preset).model_kwargs(), "img_size": img_size, "drop_path": 0.0}
+        kw = {**pretrain_config(preset).model_kwargs(), "img_size": img_size, "drop_path": 0.0}
         return SMARTNet(heads=False, **kw)
     overrides = {"img_size": img_size, "drop_path": 0.0}
     if init_arch(init, preset).get("arch", "swin") != "swin":
@@ -79,15 +79,18 @@ def stack(images: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def extract_features(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 8) -> dict[str, np.ndarray]:
+def extract_features(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 8,
+                     progress: bool = False) -> dict[str, np.ndarray]:
     """Frozen features of ``images`` (N, 1, S, S, S) in batches (eval mode, no gradients).
 
     Returns: ``cls`` (N, C3) the [CLS] token after semantic attention (the token mean when the model
     has none) and ``pooled`` (N, Cg) the average-pooled deepest map, both float32 NumPy arrays.
     """
+    from tqdm.auto import tqdm
+
     net.eval()
     cls, pooled = [], []
-    for i in range(0, len(images), batch_size):
+    for i in tqdm(range(0, len(images), batch_size), desc="features", unit="batch", disable=not progress, dynamic_ncols=True):
         out = net.encode(images[i:i + batch_size])
         cls.append(out["cls"].float().cpu())
         pooled.append(out["pooled"].float().cpu())

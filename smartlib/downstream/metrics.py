@@ -1,4 +1,4 @@
-"""Metric definitions of the downstream studies (SPEC §2), each small enough to check by hand.
+"""Metric definitions of the downstream studies (SMART, arXiv 2310.01209; MedMNIST v2, arXiv 2110.14795), each small enough to check by hand.
 
 * Classification: AUC, accuracy and balanced accuracy from scikit-learn, with percentile bootstrap
   95 % confidence intervals over test cases (:func:`bootstrap_ci`).
@@ -164,6 +164,8 @@ def metrics_with_ci(y_true: np.ndarray, scores: np.ndarray, n_boot: int = 1000, 
         batch = {k: np.array([p[k] for p in per]) for k in out}
     for name in list(out):
         out[f"{name}_lo"], out[f"{name}_hi"] = _percentiles(batch[name], alpha)
+    if np.isnan(out["auc"]):
+        out["auc_note"] = f"AUC undefined: only class {int(y[0])} in the test split" if len(y) else "AUC undefined: no test cases"
     return out
 
 

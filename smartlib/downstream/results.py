@@ -10,12 +10,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..tasks import TASKS
+
 __all__ = ["PUBLISHED", "CHAPTERS", "headline_table"]
 
-CHAPTERS = {"nodules": "03_nodule_malignancy", "response": "04_treatment_response", "segmentation": "05_segmentation",
-            "organs": "06_organ_clustering", "attention": "07_attention"}
+#: result key → the chapter (notebook stem) that writes it: each task's chapter from the registry, plus the attention chapter
+CHAPTERS = {**{name: t.chapter for name, t in TASKS.items() if t.chapter}, "attention": "07_attention"}
 
-#: SPEC §2: (task, metric, init) → published value (text, as reported)
+#: (task, metric, init) → published value (text, as reported): SMART, arXiv 2310.01209 (v1: response AUC;
+#: v2 / MIDL 2025, PMLR 301:679–694: response accuracy, organ clustering), SMIT baselines as reported there
 PUBLISHED: dict[tuple[str, str, str], str] = {
     ("nodule malignancy", "AUC, fine-tune, 100 %", "smart"): "0.895",
     ("nodule malignancy", "AUC, fine-tune, 100 %", "smit"): "0.859",

@@ -28,8 +28,10 @@ import numpy as np
 import torch
 
 from ..errors import SmartError
-from .data import label_fraction_indices, load_arrays, prep_for, split_indices, task_records
-from .features import init_arch, resolve_init
+from ..tasks import prep_for, split_fractions
+from .data import label_fraction_indices, load_arrays, split_indices, task_records
+from .features import init_arch
+from .study import check_fractions, grid, is_builtin, resolve_inits, run_cells, write_outputs
 
 __all__ = ["SegData", "build_swinunetr", "load_segmentation", "train_segmentation", "evaluate_segmentation",
            "segmentation_study", "summarise_segmentation", "subset_table", "ACQ_COLUMNS"]
@@ -49,7 +51,7 @@ def build_swinunetr(init: str, preset: str, roi: int, out_channels: int = 2, see
     """
     from monai.networks.nets import SwinUNETR
 
-    from ..io import load_torch
+    from ..io import describe_key_mismatch, load_torch
     from ..seed import seed_everything
 
     arch = init_arch(init, preset)
@@ -62,12 +64,14 @@ def build_swinunetr(init: str, preset: str, roi: int, out_channels: int = 2, see
                       window_size=ws if isinstance(ws, (list, tuple)) else int(ws), norm_name=_norm_name(roi))
     if init != "scratch":
         blob = load_torch(init)
+        keys = describe_key_mismatch(model.swinViT.state_dict(), blob["encoder"])
+        if keys:
+            raise SmartError(f"{init}: encoder weights do not fit SwinUNETR.swinViT ({keys})")
         try:
             model.swinViT.load_state_dict(blob["encoder"], strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            detail = " ".join(str(exc).split())[:300]
-            raise SmartError(f"{init}: encoder weights do not fit SwinUNETR.swinViT ({first} {detail})") from None
+        except RuntimeError as exc:  # same keys, other shapes: name the first mismatched tensors
+            shapes = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln][:3]
+            raise SmartError(f"{init}: encoder weights do not fit SwinUNETR.swinViT ({'; '.join(shapes) or str(exc).splitlines()[0]})") from None
     return model
 
 
@@ -95,10 +99,10 @@ def load_segmentation(data: str | os.PathLike | None = None, preset: str = "cpu"
     prep = prep_for("segmentation", preset, roi, spacing)
     if prep["spacing"] is None:
         raise SmartError("spacing=None: segmentation needs a target spacing in mm (HD95 and volumes are in mm)")
-    split = split_indices(records, source, fractions=(0.67, 0.0, 0.33), seed=data_seed)
+    split = split_indices(records, source, fractions=split_fractions("segmentation", preset), seed=data_seed)
     images, masks = load_arrays(records, None, float(prep["spacing"]), hu_window, with_mask=True)
     return SegData(source=source, records=records, images=images, masks=masks, split=split,
-                   spacing=float(prep["spacing"]), roi=int(prep["roi"]), phantom=data is None or str(data) == "builtin")
+                   spacing=float(prep["spacing"]), roi=int(prep["roi"]), phantom=is_builtin(data))
 
 
 def _patch_sampler(roi: int, seed: int):
@@ -115,9 +119,12 @@ def _patch_sampler(roi: int, seed: int):
 
 
 def train_segmentation(model: torch.nn.Module, images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], roi: int,
-                       steps: int = 30, lr: float = 1e-3, weight_decay: float = 1e-5, seed: int = 0) -> torch.nn.Module:
+                       steps: int = 30, lr: float = 1e-3, weight_decay: float = 1e-5, seed: int = 0,
+                       progress: bool = False) -> torch.nn.Module:
     """Train ``model`` for ``steps`` steps; each step takes the next volume of a seeded shuffle and two
-    ``roi``³ patches of it (batch 2). Images / masks: (1, X, Y, Z) each. Returns the model (eval mode)."""
+    ``roi``³ patches of it (batch 2). Images / masks: (1, X, Y, Z) each. Returns the model (eval mode).
+    ``progress`` shows a tqdm bar of the steps."""
+    from tqdm.auto import tqdm
     from monai.losses import DiceCELoss
 
     from ..seed import seed_everything
@@ -134,7 +141,7 @@ def train_segmentation(model: torch.nn.Module, images: Sequence[torch.Tensor], m
     g = np.random.default_rng(seed)
     order: list[int] = []
     model.train()
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc="segmentation training", unit="step", disable=not progress, dynamic_ncols=True):
         if not order:
             order = g.permutation(len(images)).tolist()
         i = order.pop()
@@ -151,7 +158,8 @@ def train_segmentation(model: torch.nn.Module, images: Sequence[torch.Tensor], m
 
 @torch.no_grad()
 def evaluate_segmentation(model: torch.nn.Module, images: Sequence[torch.Tensor], masks: Sequence[torch.Tensor], roi: int,
-                          spacing: float, overlap: float = 0.25, sw_batch_size: int = 8) -> list[dict[str, float]]:
+                          spacing: float, overlap: float = 0.25, sw_batch_size: int = 8,
+                          progress: bool = False) -> list[dict[str, float]]:
     """Dice and HD95 (mm) of the tumour class per volume with sliding-window inference.
 
     Returns: one dict per case with ``dice``, ``hd95_mm``, ``tumour_volume_ml`` (reference mask) and
@@ -169,8 +177,11 @@ def evaluate_segmentation(model: torch.nn.Module, images: Sequence[torch.Tensor]
     hd_m = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")
     pad = SpatialPad(spatial_size=(roi,) * 3)
     voxel_ml = spacing ** 3 / 1000.0
+    from tqdm.auto import tqdm
+
     rows = []
-    for img, msk in zip(images, masks):
+    for img, msk in tqdm(list(zip(images, masks)), desc="segmentation evaluation", unit="case", disable=not progress,
+                         dynamic_ncols=True):
         x = torch.as_tensor(pad(img))[None].float()
         y = torch.as_tensor(pad(msk))[None].long()
         logits = sliding_window_inference(x.float(), (roi,) * 3, sw_batch_size, model, overlap=overlap)
@@ -203,7 +214,7 @@ def segmentation_study(inits: Mapping[str, str] | Sequence[str], *, preset: str 
                        fractions: Sequence[float] = (1.0,), seeds: Sequence[int] = (0,), steps: int = 30, lr: float = 1e-3,
                        overlap: float = 0.25, n_boot: int = 1000, roi: int | None = None,
                        spacing: float | None | str = "default", n: int | None = None, data_seed: int = 0,
-                       dataset: SegData | None = None, log: Callable[[str], None] = print) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+                       dataset: SegData | None = None, log: Callable[[str], None] = print, progress: bool = False) -> tuple["pd.DataFrame", "pd.DataFrame"]:
     """Train and evaluate a SwinUNETR per (init × label fraction × seed).
 
     Returns ``(runs, cases)``: one row per run (``init, fraction, seed, n_train, n_test, dice_mean, dice_lo,
@@ -213,53 +224,47 @@ def segmentation_study(inits: Mapping[str, str] | Sequence[str], *, preset: str 
     """
     import pandas as pd
 
-    from ..io import write_csv, write_json
-    from .classify import _as_inits, _check_fractions
-
-    fractions = _check_fractions(fractions)
-    inits_d = _as_inits(inits)
-    paths = {name: resolve_init(spec, preset, runs_dir, log=log) for name, spec in inits_d.items()}  # fail early
+    fractions = check_fractions(fractions)
+    inits_r = resolve_inits(inits, preset, runs_dir, log=log)  # fail early
     ds = dataset or load_segmentation(data, preset, runs_dir, n=n, data_seed=data_seed, roi=roi, spacing=spacing)
     tr, te = ds.split["train"], ds.split["test"]
     patients = [str(r["patient_id"]) for r in ds.records]
-    runs, cases = [], []
-    for name, spec in inits_d.items():
-        path = paths[name]
-        for f in fractions:
-            for s in seeds:
-                t0 = time.time()
-                keep = label_fraction_indices(tr, [None] * len(ds.records), patients, f, seed=s)
-                model = build_swinunetr(path, preset, ds.roi, seed=s)
-                train_segmentation(model, [ds.images[i] for i in keep], [ds.masks[i] for i in keep], ds.roi,
-                                   steps=steps, lr=lr, seed=s)
-                res = evaluate_segmentation(model, [ds.images[i] for i in te], [ds.masks[i] for i in te], ds.roi,
-                                            ds.spacing, overlap=overlap)
-                for i, r in zip(te, res):
-                    rec = ds.records[i]
-                    cases.append({"init": name, "fraction": f, "seed": s, "patient_id": patients[i], **r,
-                                  **{c: rec.get(c) for c in ACQ_COLUMNS if rec.get(c) not in (None, "")}})
-                dice = np.array([r["dice"] for r in res])
-                lo, hi = _mean_ci(dice, s, n_boot)
-                hd = np.array([r["hd95_mm"] for r in res])
-                row = {"init": name, "fraction": f, "seed": s, "n_train": len(keep), "n_test": len(te),
-                       "dice_mean": float(dice.mean()), "dice_lo": lo, "dice_hi": hi,
-                       "hd95_median_mm": float(np.nanmedian(hd)) if np.isfinite(hd).any() else float("nan"),
-                       "n_empty": int(sum(r["predicted_volume_ml"] == 0 for r in res)),
-                       "seconds": round(time.time() - t0, 2)}
-                runs.append(row)
-                log(f"segmentation {name} fraction={f} seed={s}: Dice {row['dice_mean']:.3f} [{lo:.3f}, {hi:.3f}], "
-                    f"HD95 {row['hd95_median_mm']:.1f} mm ({row['seconds']:.1f} s)")
-    runs_df, cases_df = pd.DataFrame(runs), pd.DataFrame(cases)
+    cases: list[dict] = []
+
+    def run_one(c) -> dict:
+        t0 = time.time()
+        keep = label_fraction_indices(tr, [None] * len(ds.records), patients, c.fraction, seed=c.seed)
+        model = build_swinunetr(c.path, preset, ds.roi, seed=c.seed)
+        train_segmentation(model, [ds.images[i] for i in keep], [ds.masks[i] for i in keep], ds.roi,
+                           steps=steps, lr=lr, seed=c.seed, progress=progress)
+        res = evaluate_segmentation(model, [ds.images[i] for i in te], [ds.masks[i] for i in te], ds.roi,
+                                    ds.spacing, overlap=overlap, progress=progress)
+        for i, r in zip(te, res):
+            rec = ds.records[i]
+            cases.append({"init": c.init, "fraction": c.fraction, "seed": c.seed, "patient_id": patients[i], **r,
+                          **{k: rec.get(k) for k in ACQ_COLUMNS if rec.get(k) not in (None, "")}})
+        dice = np.array([r["dice"] for r in res])
+        lo, hi = _mean_ci(dice, c.seed, n_boot)
+        hd = np.array([r["hd95_mm"] for r in res])
+        row = {"init": c.init, "fraction": c.fraction, "seed": c.seed, "n_train": len(keep), "n_test": len(te),
+               "dice_mean": float(dice.mean()), "dice_lo": lo, "dice_hi": hi,
+               "hd95_median_mm": float(np.nanmedian(hd)) if np.isfinite(hd).any() else float("nan"),
+               "n_empty": int(sum(r["predicted_volume_ml"] == 0 for r in res)),
+               "seconds": round(time.time() - t0, 2)}
+        log(f"segmentation {c.init} fraction={c.fraction} seed={c.seed}: Dice {row['dice_mean']:.3f} [{lo:.3f}, {hi:.3f}], "
+            f"HD95 {row['hd95_median_mm']:.1f} mm ({row['seconds']:.1f} s)")
+        return row
+
+    runs_df = pd.DataFrame(run_cells(grid(inits_r, fractions, seeds), run_one))
+    cases_df = pd.DataFrame(cases)
     if out is not None:
-        out = Path(out)
         summary = summarise_segmentation(runs_df)
-        write_csv(out / "cases.csv", cases_df.to_dict("records"))
-        write_csv(out / "subsets.csv", subset_table(cases_df).to_dict("records"))
-        write_csv(out / "runs.csv", runs_df.to_dict("records"))
-        write_json(out / "summary.json", {"task": "segmentation", "source": ds.source, "phantom": ds.phantom,
-                                          "preset": preset, "spacing_mm": ds.spacing, "roi": ds.roi, "steps": steps,
-                                          "n_train": int(len(tr)), "n_test": int(len(te)), "inits": inits_d,
-                                          "summary": summary.to_dict("records"), "runs": runs_df.to_dict("records")})
+        write_outputs(out, csv={"cases.csv": cases_df.to_dict("records"), "subsets.csv": subset_table(cases_df).to_dict("records"),
+                                "runs.csv": runs_df.to_dict("records")},
+                      json={"summary.json": {"task": "segmentation", "source": ds.source, "phantom": ds.phantom,
+                                             "preset": preset, "spacing_mm": ds.spacing, "roi": ds.roi, "steps": steps,
+                                             "n_train": int(len(tr)), "n_test": int(len(te)), "inits": inits_r.specs,
+                                             "summary": summary.to_dict("records"), "runs": runs_df.to_dict("records")}})
     return runs_df, cases_df
 
 

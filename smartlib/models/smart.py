@@ -9,66 +9,44 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 from einops import rearrange
 
+from ..config import ArchConfig
 from ..errors import SmartError
 from .heads import DINOHead, ReconstructionHead
 from .semantic_attention import SemanticAttention
 from .swin import MaskedSwinEncoder
 from .vit import MaskedViTEncoder
 
-__all__ = ["SMARTNet", "ARCH_FIELDS", "UNIT", "export_encoder", "load_encoder", "EXPORT_FORMAT"]
+__all__ = ["SMARTNet", "ARCH_FIELDS", "UNIT", "export_encoder", "load_encoder", "EXPORT_FORMAT", "EXPORT_FORMATS"]
 
 UNIT = 16  #: mask-unit edge in voxels (one Swin stage-3 token)
 EXPORT_FORMAT = "smart-encoder/1"
-
-
-@dataclasses.dataclass
-class _Arch:
-    arch: str = "swin"
-    in_chans: int = 1
-    img_size: int = 128
-    embed_dim: int = 48
-    depths: Sequence[int] = (2, 2, 8, 2)
-    num_heads: Sequence[int] = (4, 4, 8, 16)
-    window_size: int = 4
-    drop_path: float = 0.1
-    semantic_attention: bool = True
-    sa_depth: int = 2
-    sa_heads: int = 8
-    layerscale: float = 1e-4
-    vit_hidden: int = 384
-    vit_layers: int = 12
-    vit_heads: int = 6
-    prototypes: int = 8192
-    head_hidden: int = 2048
-    head_bottleneck: int = 256
-    head_layers: int = 3
-    gitd_stage: int = 4
-    use_checkpoint: bool = False
+#: what ``smart export --format`` writes: the structured SMART file, or a plain state dict for MONAI's SwinUNETR
+EXPORT_FORMATS = ("smart", "swinunetr")
 
 
 #: names of SMARTNet's architecture arguments (the config's model fields are a subset of these)
-ARCH_FIELDS = tuple(f.name for f in dataclasses.fields(_Arch))
+ARCH_FIELDS = tuple(f.name for f in dataclasses.fields(ArchConfig))
 
 
 class SMARTNet(nn.Module):
     """Swin (or ViT) encoder + semantic attention + DINO heads + linear reconstruction head.
 
-    Args: see :class:`_Arch` for every architectural argument (paper defaults); ``heads=False``
+    Args: see :class:`smartlib.config.ArchConfig` for every architectural argument (paper defaults); ``heads=False``
     builds the encoder and semantic attention only (the exported, downstream form).
     """
 
     def __init__(self, heads: bool = True, **kwargs: Any) -> None:
         super().__init__()
-        unknown = set(kwargs) - {f.name for f in dataclasses.fields(_Arch)}
+        unknown = set(kwargs) - set(ARCH_FIELDS)
         if unknown:
             raise SmartError(f"unknown model argument(s): {', '.join(sorted(unknown))}")
-        a = _Arch(**kwargs)
+        a = ArchConfig(**kwargs)
         a.depths, a.num_heads = tuple(a.depths), tuple(a.num_heads)
         self.arch_kwargs = dataclasses.asdict(a)
         if a.arch not in ("swin", "vit"):
@@ -175,12 +153,37 @@ class SMARTNet(nn.Module):
             "semantic_attention": None if self.sa is None else {k: v.detach().clone() for k, v in self.sa.state_dict().items()},
         }
 
+    def swinunetr_state_dict(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        """The Swin encoder's weights as a plain state dict for MONAI (no mask token, no semantic attention).
 
-def export_encoder(net: SMARTNet, path: str | Path) -> Path:
-    """Write ``net.encoder_export()`` atomically to ``path``."""
+        With ``prefix=""`` the keys are those of ``SwinUNETR(...).swinViT.state_dict()``, so
+        ``swinViT.load_state_dict(sd)`` accepts them with strict key matching; with
+        ``prefix="swinViT."`` they are the encoder's entries of ``SwinUNETR(...).state_dict()``
+        (for ``SwinUNETR.load_state_dict(sd, strict=False)``). A ViT encoder has no SwinUNETR form.
+        """
+        if self.a.arch != "swin":
+            raise SmartError(f"arch={self.a.arch!r}: only a Swin encoder loads into SwinUNETR (export it with format smart)")
+        if prefix and not prefix.endswith("."):
+            raise SmartError(f"prefix {prefix!r}: must end with '.', e.g. 'swinViT.'")
+        return {prefix + k: v for k, v in self.encoder.encoder_state_dict().items()}
+
+
+def export_encoder(net: SMARTNet, path: str | Path, format: str = "smart", prefix: str = "") -> Path:
+    """Write ``net``'s encoder atomically to ``path`` in one of :data:`EXPORT_FORMATS`.
+
+    ``"smart"`` (default): ``net.encoder_export()``, the structured file :func:`load_encoder` and the
+    downstream studies read. ``"swinunetr"``: :meth:`SMARTNet.swinunetr_state_dict` — a plain state
+    dict for MONAI, with ``prefix`` before every key (see there).
+    """
     from ..io import save_torch
 
-    return save_torch(net.encoder_export(), path)
+    if format not in EXPORT_FORMATS:
+        raise SmartError(f"format {format!r}: expected one of {', '.join(EXPORT_FORMATS)}")
+    if format == "smart":
+        if prefix:
+            raise SmartError(f"prefix {prefix!r}: only the swinunetr format takes a key prefix")
+        return save_torch(net.encoder_export(), path)
+    return save_torch(net.swinunetr_state_dict(prefix), path)
 
 
 def load_encoder(path: str | Path, **overrides: Any) -> SMARTNet:

@@ -2,7 +2,7 @@
 
 Every function returns the matplotlib :class:`~matplotlib.figure.Figure` it drew on (save it with
 :func:`smartlib.plots.save_figure`). Volumes are ``(X, Y, Z)`` as everywhere in ``smartlib``; slices
-are axial, drawn with :func:`smartlib.plots.axial` (radiological convention).
+are axial, drawn with :func:`smartlib.plots.volumes.axial` (radiological convention).
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter
 
-from .errors import SmartError
-from .plots import axial
+from ..errors import SmartError
+from .volumes import axial
 
 __all__ = ["TERM_LABELS", "loss_curves", "inspection_panels", "variant_bars"]
 
@@ -40,7 +40,7 @@ def loss_curves(runs: Any, terms: Sequence[str] = ("loss", "amip", "ampd", "aitd
     """One panel per loss term, loss against step; one line per run.
 
     Args:
-        runs: a metrics DataFrame (:func:`smartlib.inspect.load_metrics`) or a mapping name → DataFrame.
+        runs: a metrics DataFrame (:func:`smartlib.inspection.load_metrics`) or a mapping name → DataFrame.
         terms: columns to plot, one panel each.
         log: logarithmic y axis.
         smooth: moving-average window in logged steps (the raw curve is drawn faintly behind it).
@@ -82,7 +82,7 @@ def inspection_panels(res: Mapping[str, Any], z: int | None = None, size: float 
     The last panel shows the student's prediction inside the masked units and the visible input elsewhere.
 
     Args:
-        res: the dict of :func:`smartlib.inspect.inspect_run`.
+        res: the dict of :func:`smartlib.inspection.inspect_run`.
         z: axial slice (default: the middle of the crop).
         size: panel size in inches.
     """

@@ -7,7 +7,7 @@ the patient's right on the viewer's left, anterior up (axial) and head up (coron
 shown through a HU window (default: a wide window showing lung and soft tissue together).
 
 Every function returns the matplotlib :class:`~matplotlib.figure.Figure` it drew on, so a notebook can
-both display it and save it with :func:`save_figure`.
+both display it and save it with :func:`smartlib.plots.save_figure`.
 """
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ __all__ = [
     "gallery",
     "best_slice",
     "manifest_gallery",
-    "save_figure",
 ]
 
 #: (low, high) HU shown from black to white: wide enough for lung and soft tissue together.
@@ -284,7 +283,7 @@ def manifest_gallery(
     """
     import csv
 
-    from .data.loaders import load_volume
+    from ..data.readers import load_volume
 
     manifest = Path(manifest)
     with open(manifest, newline="") as fh:
@@ -339,13 +338,3 @@ def _case_title(row: Mapping[str, str], columns: Sequence[str] | Mapping[str, st
             pass
         parts.append(fmt.format(value))
     return ", ".join(parts)
-
-
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save ``fig`` atomically as PNG (or the format of ``path``'s suffix) and return the path."""
-    from .io import atomic_path
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
-    return path

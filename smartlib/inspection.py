@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .errors import SmartError
+from .variants import TWO_BY_TWO
 
 __all__ = ["load_metrics", "final_losses", "run_summary", "inspect_run", "unit_to_voxels", "lesion_volumes",
            "attention_focus", "ablation_table", "two_by_two", "LOSS_TERMS"]
@@ -116,9 +117,10 @@ def _load_net(cfg, state: dict, what: str, path: Path):
 def inspect_run(run_dir: str | Path, n: int = 2, seed: int = 0) -> dict[str, Any]:
     """Replay the masking step of a run's last checkpoint on ``n`` views of its data.
 
-    For view k (volume ``(seed + k) mod V``, first crop of "epoch" ``seed``) this does what a
-    training step does: the teacher sees the view with ``teacher_drop`` of its units dropped, its
-    [CLS] attention chooses the student's mask (by the run's ``mask_mode``), and the student
+    For view k (volume ``(seed + k) mod V``, first crop of "epoch" ``seed``) this runs
+    :func:`smartlib.step.smart_step` as a training step would at step ``seed`` for sample ``k``,
+    view 0: the teacher sees the view with ``teacher_drop`` of its units dropped, its [CLS]
+    attention chooses the student's mask (by the run's ``mask_mode``), and the student
     reconstructs the masked view. Everything is deterministic in ``(run, n, seed)``.
 
     Returns a dict of NumPy arrays (S = crop edge) — ``view``, ``attention`` (the teacher's attention
@@ -130,10 +132,11 @@ def inspect_run(run_dir: str | Path, n: int = 2, seed: int = 0) -> dict[str, Any
     ``step``, ``mask_mode``, ``grid`` and ``unit``.
     """
     from .io import load_torch
-    from .masking import make_mask, patch_dropout, upsample_mask
+    from .masking import upsample_mask
     from .models.smart import UNIT
-    from .pretrain import CHECKPOINT, PretrainData, _gen, _records, load_run_config
-    from .teacher import noisy_view
+    from .pretrain import CHECKPOINT, load_run_config
+    from .pretrain_data import PretrainData, pretrain_records
+    from .step import smart_step
 
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise SmartError(f"n={n!r}: must be a positive integer")
@@ -144,28 +147,23 @@ def inspect_run(run_dir: str | Path, n: int = 2, seed: int = 0) -> dict[str, Any
     ck = load_torch(run / CHECKPOINT)
     teacher = _load_net(cfg, ck["teacher"], "teacher", run / CHECKPOINT)
     student = _load_net(cfg, ck["student"], "student", run / CHECKPOINT)
-    data = PretrainData(cfg, _records(cfg, run))
+    data = PretrainData(cfg, pretrain_records(cfg, run))
     grid = cfg.img_size // UNIT
     N = grid**3
     out: dict[str, list] = {k: [] for k in ("view", "attention", "attention_clean", "mask", "teacher_drop", "recon",
                                             "masked_input", "unit_attention", "unit_mask", "amip")}
     for k in range(n):
         x = data.views((seed + k) % len(data), seed)[:1]  # (1, 1, S, S, S)
-        drop = patch_dropout(1, N, cfg.teacher_drop, _gen(cfg.seed, seed, k, 0, 1))
-        x_t, t_mask = noisy_view(x, drop, cfg.teacher_noise, grid)
-        attn_noisy = teacher.encode(x_t, t_mask)["attn"]
-        attn_clean = teacher.encode(x)["attn"]
-        attn = attn_clean if cfg.clean_attention else attn_noisy
-        mask = make_mask(cfg.mask_mode, 1, N, cfg.mask_ratio, attn, cfg.hint_ratio, cfg.hint_top, _gen(cfg.seed, seed, k, 0, 2))
-        recon = student(x, mask)[2]
-        vox = upsample_mask(mask, grid, UNIT)[0]  # (S, S, S)
+        replay = smart_step(cfg, teacher, student, x[None], [(cfg.seed, seed, k)], clean_pass=True)
+        attn, attn_clean, mask, recon = replay.attention, replay.attention_clean, replay.mask, replay.recon
+        vox = replay.voxel_mask[0]  # (S, S, S)
         xv = x[0, 0]
         out["view"].append(xv.numpy())
         for key, a in (("attention", attn), ("attention_clean", attn_clean)):
             out[key].append(np.full(xv.shape, np.nan, np.float32) if a is None else unit_to_voxels(a.float(), grid, UNIT)[0])
         out["unit_attention"].append(np.full(N, np.nan, np.float32) if attn is None else attn[0].float().numpy())
         out["mask"].append(vox.numpy())
-        out["teacher_drop"].append(upsample_mask(drop, grid, UNIT)[0].numpy())
+        out["teacher_drop"].append(upsample_mask(replay.teacher_drop, grid, UNIT)[0].numpy())
         out["recon"].append(recon[0, 0].float().numpy())
         out["masked_input"].append(torch.where(vox, torch.zeros_like(xv), xv).numpy())
         out["unit_mask"].append(mask[0].numpy())
@@ -249,7 +247,7 @@ def ablation_table(encoders: dict[str, str | Path], images: np.ndarray, masks: n
     """One row per pretrained variant: its switches, final losses and attention focus on lesions.
 
     Args:
-        encoders: variant name → exported encoder path (``zoo.pretrained``'s return; the run is its folder).
+        encoders: variant name → exported encoder path (:func:`smartlib.variants.pretrained`'s return; the run is its folder).
         images, masks: lesion volumes for :func:`attention_focus` (e.g. from :func:`lesion_volumes`).
         last: final losses are averaged over this many last logged steps.
     Returns:
@@ -275,8 +273,11 @@ def ablation_table(encoders: dict[str, str | Path], images: np.ndarray, masks: n
     return pd.DataFrame(rows)
 
 
-def two_by_two(table, value: str, variants: Sequence[str] = ("smart", "sa_clean", "noise_no_sa", "smit")):
-    """The semantic-attention × noisy-teacher grid of ``value`` from :func:`ablation_table`'s rows for ``variants``."""
+def two_by_two(table, value: str, variants: Sequence[str] = TWO_BY_TWO):
+    """The semantic-attention × noisy-teacher grid of ``value`` from :func:`ablation_table`'s rows for ``variants``.
+
+    The default ``variants`` are the grid's four of :data:`smartlib.variants.VARIANTS`.
+    """
     sub = table[table["variant"].isin(list(variants))]
     if sub.empty:
         raise SmartError(f"two_by_two: none of {', '.join(variants)} in the table")

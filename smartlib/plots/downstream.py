@@ -43,7 +43,7 @@ def metric_vs_fraction(summary: "pd.DataFrame", metric: str = "auc", title: str 
 def umap_grid(embeddings: Mapping[tuple[str, str], np.ndarray], labels: np.ndarray, class_names: Sequence[str],
               feature: str = "cls") -> Figure:
     """One UMAP scatter per init for ``feature``, coloured by organ class, with a shared legend."""
-    from ..plots import label_colors
+    from .volumes import label_colors
 
     keys = [k for k in embeddings if k[1] == feature]
     colors = label_colors(len(class_names))
