@@ -14,7 +14,7 @@ def _pretrain(a: argparse.Namespace) -> int:
     if a.data is not None:
         overrides["data"] = a.data
     cfg = variant_config(a.variant, a.preset, overrides)
-    run = pretrain(cfg, a.out, resume=a.resume, progress=not a.no_progress)
+    run = pretrain(cfg, a.out, resume=a.resume, progress=not a.no_progress, skip_bad=a.skip_bad)
     print(f"wrote {run}/encoder.pt")
     return 0
 
@@ -78,6 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="exclude volumes that fail the pre-training check (listed as warnings) instead of stopping")
     p.set_defaults(func=_pretrain)
 
     e = sub.add_parser("export", help="write a run's encoder: the SMART file, or a plain state dict for MONAI's SwinUNETR")

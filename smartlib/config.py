@@ -119,7 +119,11 @@ class PretrainConfig:
     warmup: float = 0.1  #: fraction of iterations
     weight_decay: float = 0.04
     weight_decay_final: float = 0.4
-    clip_grad: float = 0.3
+    clip_grad: float = 0.3  #: 0 disables clipping
+    #: "global": one norm over all gradients (the paper's "gradient clipping 0.3", the default);
+    #: "per_param": each parameter's gradient norm clipped on its own, as the DINO / iBOT code SMART
+    #: descends from does (arXiv 2104.14294, 2111.07832) — a switch, since the paper does not say which
+    clip_mode: str = "global"
     freeze_last_layer: int = 1  #: epochs
     amp: bool = True  #: bf16 autocast (CUDA only)
     # ---- run
@@ -161,6 +165,8 @@ class PretrainConfig:
             ("momentum", 0 <= self.momentum <= self.momentum_final <= 1, "need 0 ≤ momentum ≤ momentum_final ≤ 1"),
             ("gitd_stage", self.gitd_stage in (3, 4), "expected 3 or 4"),
             ("ckpt_every", self.ckpt_every >= 1, "must be ≥ 1"),
+            ("clip_grad", self.clip_grad >= 0, "must be ≥ 0 (0 disables clipping)"),
+            ("clip_mode", self.clip_mode in ("global", "per_param"), "expected global or per_param"),
             ("n_volumes", self.n_volumes >= 1, "must be ≥ 1"),
             ("seed", self.seed >= 0, "must be ≥ 0"),
             ("num_workers", self.num_workers >= 0, "must be ≥ 0"),

@@ -59,11 +59,13 @@ def load_run_config(run_dir: str | Path) -> PretrainConfig:
 
 # ------------------------------------------------------------------------------------------ entry point
 def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progress: bool = True,
-             log: Callable[[str], None] = print) -> Path:
+             log: Callable[[str], None] = print, skip_bad: bool = False) -> Path:
     """Pretrain SMART into ``out`` (config.json, metrics.jsonl, checkpoint.pt, encoder.pt, summary.json).
 
     Everything that can be checked is checked before any data is made or any model built: the
-    config (with its ``device`` on this machine) and the run folder. ``out`` is created, and its
+    config (with its ``device`` on this machine), the run folder, and every input volume (header and
+    readability, :func:`smartlib.data.checks.preflight`; a bad one stops the run before its first step
+    unless ``skip_bad``, which excludes it with a listed warning). ``out`` is created, and its
     ``config.json`` written, only once the data and the model are ready, so a run that fails
     before that leaves ``out`` as it was.
     """
@@ -73,7 +75,7 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
     _check_run_folder(run, cfg, resume)
     if world > 1:
         dist.barrier()  # every process has checked the folder before rank 0 writes config.json into it
-    r = _setup(cfg, run, rank, world, resume, log)
+    r = _setup(cfg, run, rank, world, resume, log, skip_bad)
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
         write_json(run / "config.json", cfg.to_dict())
@@ -149,14 +151,35 @@ def _device(cfg: PretrainConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def _setup(cfg: PretrainConfig, run: Path, rank: int, world: int, resume: bool, log: Callable[[str], None]) -> _Run:
+def _checked(records: list[dict], cfg: PretrainConfig, skip_bad: bool, log: Callable[[str], None]) -> list[dict]:
+    """Every record checked before the first step: warnings are logged, a bad record stops the run or,
+    with ``skip_bad``, is excluded with a listed warning."""
+    from .data.checks import WARNING_PREFIX, preflight
+
+    usable, problems = preflight(records, cfg.img_size, cfg.spacing or None)
+    bad = [p for p in problems if not p.startswith(WARNING_PREFIX)]
+    for p in problems:
+        if p.startswith(WARNING_PREFIX):
+            log(p)
+    if bad and not skip_bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise SmartError(f"{bad[0]}{more}; fix or remove the volume, or pass --skip-bad to exclude bad volumes")
+    for p in bad:
+        log(f"warning: skipped: {p}")
+    if not usable:
+        raise SmartError(f"data={cfg.data!r}: no usable volumes to pretrain on ({len(records)} checked)")
+    return usable
+
+
+def _setup(cfg: PretrainConfig, run: Path, rank: int, world: int, resume: bool, log: Callable[[str], None],
+           skip_bad: bool = False) -> _Run:
     """Seed, data, student, teacher, loss, optimizer — restored from the checkpoint when resuming."""
     seed_everything(cfg.seed)
     device = _device(cfg)
     amp = cfg.amp and device.type == "cuda"
     if world > 1 and rank != 0:
         dist.barrier()  # rank 0 generates (or checks) the phantom cache first; the others then read it
-    records = pretrain_records(cfg, run)
+    records = _checked(pretrain_records(cfg, run), cfg, skip_bad, log)
     if world > 1 and rank == 0:
         dist.barrier()
     data = PretrainData(cfg, records)
@@ -214,7 +237,11 @@ def _update(r: _Run, out: StepResult, epoch: int, momentum: float, last_params: 
     """Backward, clip, freeze the heads' last layers in the first epochs, step; then EMA teacher and centers."""
     r.optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
-    if r.cfg.clip_grad > 0:
+    if r.cfg.clip_grad > 0 and r.cfg.clip_mode == "per_param":
+        for p in r.student.parameters():
+            if p.grad is not None:
+                torch.nn.utils.clip_grad_norm_(p, r.cfg.clip_grad)
+    elif r.cfg.clip_grad > 0:
         torch.nn.utils.clip_grad_norm_(r.student.parameters(), r.cfg.clip_grad)
     if epoch < r.cfg.freeze_last_layer:
         for p in r.student.parameters():

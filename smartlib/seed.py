@@ -6,7 +6,7 @@ import random
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "rng_state", "set_rng_state"]
+__all__ = ["seed_everything", "stream_seed", "rng_state", "set_rng_state"]
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -30,6 +30,22 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     if deterministic:
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """The seed of one named random stream of a run whose seed is ``seed`` (56 bits of sha256 of both).
+
+    Streams keep independent things independent under one user-facing seed: a ``"scratch"``
+    encoder drawn for seed 0 must not be the pretraining student's initial weights, which are drawn
+    right after ``seed_everything(0)``.
+    """
+    import hashlib
+
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        from .errors import SmartError
+
+        raise SmartError(f"seed={seed!r}: must be a non-negative integer")
+    return int.from_bytes(hashlib.sha256(f"{int(seed)}:{stream}".encode()).digest()[:7], "little")
 
 
 def rng_state() -> dict:

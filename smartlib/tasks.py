@@ -80,7 +80,10 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec(
         "nodules", "classification", "LIDC-IDRI nodule shapes in phantom lung, benign / malignant",
         chapter="03_nodule_malignancy", classes=(0, 1), class_names={0: "benign", 1: "malignant"},
-        defaults={"size": 64, "spacing": [1.0, 1.0, 1.0], "rule": "medmnist", "max_fill": 0.75},
+        # labels by the papers' rule (malignancy 1–3 benign, 4–5 malignant); rule "medmnist" (≤2 vs ≥4, 3 left
+        # out) is the switch. Limitation: ground-glass nodules (about −650…−550 HU) fall below the [−500, 500]
+        # HU window of the pretraining recipe and are seen as background.
+        defaults={"size": 64, "spacing": [1.0, 1.0, 1.0], "rule": "paper", "max_fill": 0.75},
         sizes={"smoke": 24, "cpu": 120, "paper": 1000},
         builtin={p: _SPLIT_TEST for p in PRESETS},
         prep={"smoke": _CPU2MM, "cpu": _CPU2MM, "paper": {"roi": 64, "spacing": 1.0}},

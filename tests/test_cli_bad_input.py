@@ -151,3 +151,37 @@ def test_declared_splits_are_used_or_refused(tmp_path, capsys, snapshot, write_n
     rc, err = _cli([*FT[:2], "response", *FT[3:], "--out", str(tmp_path / "out"), "--data", str(m)], capsys)
     assert rc == 2 and len(err) == 1 and "m.csv" in err[0] and words in err[0], err
     snap.assert_unchanged()
+
+
+def _pretrain_folder(tmp_path, write_nifti, n_good=4, truncate=True, tiny=False):
+    folder = tmp_path / "cts"
+    rng = np.random.default_rng(0)
+    for i in range(n_good):
+        write_nifti(folder / f"ct{i}.nii.gz", rng.normal(0, 100, (40, 40, 40)).astype(np.float32), spacing=(2.0, 2.0, 2.0))
+    if truncate:
+        good = (folder / "ct0.nii.gz").read_bytes()
+        (folder / "broken.nii.gz").write_bytes(good[: len(good) // 2])
+    if tiny:
+        write_nifti(folder / "tiny.nii.gz", rng.normal(0, 100, (16, 16, 5)).astype(np.float32), spacing=(2.0, 2.0, 2.0))
+    return folder
+
+
+def test_pretraining_checks_every_volume_before_the_first_step(tmp_path, capsys, snapshot, write_nifti):
+    folder = _pretrain_folder(tmp_path, write_nifti)
+    out = tmp_path / "run"
+    snap = snapshot(tmp_path)
+    rc, err = _cli(["pretrain", "--preset", "smoke", "--data", str(folder), "--out", str(out), "--no-progress"], capsys)
+    assert rc == 2 and len(err) == 1 and "broken.nii.gz" in err[0] and "--skip-bad" in err[0], err
+    snap.assert_unchanged()
+
+
+def test_skip_bad_excludes_with_a_listed_warning(tmp_path, capsys, write_nifti):
+    folder = _pretrain_folder(tmp_path, write_nifti, tiny=True)
+    out = tmp_path / "run"
+    rc = main(["pretrain", "--preset", "smoke", "--data", str(folder), "--out", str(out), "--no-progress", "--skip-bad",
+               "--set", "max_steps=1"])
+    text = capsys.readouterr()
+    assert rc == 0 and (out / "encoder.pt").is_file()
+    lines = (text.out + text.err).splitlines()
+    assert any("skipped" in ln and "broken.nii.gz" in ln for ln in lines)
+    assert any(ln.startswith("warning") and "tiny.nii.gz" in ln for ln in lines)  # far smaller than the crop: kept, warned

@@ -2,6 +2,7 @@
 no traceback, nothing half-written."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 
@@ -32,7 +33,7 @@ def test_make_bad_n_is_one_line_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "p").exists()
 
 
-def _bad_inputs(tmp, write_nifti, write_manifest, write_medmnist, ct_volume):
+def _bad_inputs(tmp, write_nifti, write_manifest, write_medmnist, ct_volume, ct5n_dir):
     """Every bad input the foundation issue names → (path to check, words the problem line must contain)."""
     cases = {}
     cases["missing path"] = (tmp / "nowhere.nii.gz", ["nowhere.nii.gz", "not found"])
@@ -57,11 +58,27 @@ def _bad_inputs(tmp, write_nifti, write_manifest, write_medmnist, ct_volume):
     cases["label outside classes"] = (write_manifest(tmp / "labels.csv", [{"image": "good.nii.gz", "label": 7}]), ["labels.csv", "7"])
     cases["npz missing keys"] = (write_medmnist(tmp / "broken.npz", drop=("val_labels",)), ["broken.npz", "val_labels"])
     cases["manifest row pointing nowhere"] = (write_manifest(tmp / "ghost.csv", [{"image": "ghost.nii.gz", "label": 0}]), ["ghost.csv", "ghost.nii.gz"])
+    moved = np.eye(4)
+    moved[:3, 3] = (0.0, 3.0, 0.0)
+    write_nifti(tmp / "moved_mask.nii.gz", (ct_volume > 200).astype(np.uint8), affine=moved)
+    cases["mask off the image grid"] = (write_manifest(tmp / "offgrid.csv", [{"image": "good.nii.gz", "label": 0, "mask": "moved_mask.nii.gz"}]),
+                                        ["good.nii.gz", "moved_mask.nii.gz", "origin"])
+    series = tmp / "series"
+    shutil.copytree(ct5n_dir, series)
+    bad = sorted(series.iterdir())[2]
+    bad.write_bytes(bad.read_bytes()[:2000])
+    cases["DICOM series with a corrupt slice"] = (series, ["series", bad.name])
+    (tmp / "Task09" / "imagesTr").mkdir(parents=True)
+    (tmp / "Task09" / "labelsTr").mkdir()
+    write_nifti(tmp / "Task09" / "imagesTr" / "a.nii.gz", ct_volume)
+    write_nifti(tmp / "Task09" / "labelsTr" / "a.nii.gz", (ct_volume > 200).astype(np.uint8))
+    cases["Decathlon folder without dataset.json"] = (tmp / "Task09", ["Task09", "dataset.json"])
     return cases
 
 
-def test_check_names_file_and_problem_for_every_bad_input(tmp_path, capsys, write_nifti, write_manifest, write_medmnist, ct_volume, snapshot):
-    cases = _bad_inputs(tmp_path, write_nifti, write_manifest, write_medmnist, ct_volume)
+def test_check_names_file_and_problem_for_every_bad_input(tmp_path, capsys, write_nifti, write_manifest, write_medmnist, ct_volume,
+                                                          ct5n_dir, snapshot):
+    cases = _bad_inputs(tmp_path, write_nifti, write_manifest, write_medmnist, ct_volume, ct5n_dir)
     snap = snapshot(tmp_path)
     for name, (path, words) in cases.items():
         rc, out, err = _run(capsys, "data", "check", str(path), "--classes", "0,1")

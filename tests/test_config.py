@@ -214,7 +214,7 @@ CONFIG_KEYS = ("data n_volumes phantom_shape data_seed spacing hu_min hu_max cac
                "mask_mode mask_ratio hint_ratio hint_top teacher_drop teacher_noise clean_attention momentum "
                "momentum_final w_amip w_ampd w_aitd w_gitd student_temp teacher_temp teacher_temp_final "
                "teacher_temp_warmup center_momentum epochs batch_size lr min_lr warmup weight_decay weight_decay_final "
-               "clip_grad freeze_last_layer amp seed device ckpt_every log_every max_steps").split()
+               "clip_grad clip_mode freeze_last_layer amp seed device ckpt_every log_every max_steps").split()
 
 
 def test_config_field_order_is_stable():

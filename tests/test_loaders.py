@@ -480,6 +480,26 @@ def test_check_path_reports_every_problem(tmp_path, write_nifti, write_manifest,
     assert "5 problem(s)" in summary and all("\n" not in p for p in problems)
 
 
+def test_check_record_compares_mask_geometry_not_only_shape(tmp_path, write_nifti, ct_volume, snapshot):
+    img = write_nifti(tmp_path / "img.nii.gz", ct_volume, spacing=(0.7, 0.7, 2.0))
+    same = write_nifti(tmp_path / "same.nii.gz", (ct_volume > 200).astype(np.uint8), spacing=(0.7, 0.7, 2.0))
+    other = write_nifti(tmp_path / "other.nii.gz", (ct_volume > 200).astype(np.uint8), spacing=(0.7, 0.7, 3.0))
+    snap = snapshot(tmp_path)
+    shape, spacing = check_record({"image": img, "mask": same, "patient_id": "p"})
+    assert shape == (24, 20, 16) and spacing == pytest.approx((0.7, 0.7, 2.0))
+    raises_smart(check_record, {"image": img, "mask": other, "patient_id": "p"},
+                 words=("img.nii.gz", "other.nii.gz", "geometry mismatch", "spacing 0.7x0.7x2 vs 0.7x0.7x3 mm"))
+    snap.assert_unchanged()
+
+
+def test_manifest_columns_by_task(tmp_path, write_nifti, write_manifest, ct_volume):
+    write_nifti(tmp_path / "a.nii.gz", ct_volume)
+    m = write_manifest(tmp_path / "img_only.csv", [{"image": "a.nii.gz"}])
+    assert read_manifest(m, task=None)[0]["label"] is None
+    assert classify_path(m)[0] == "manifest" and check_path(m)[1] == []
+    raises_smart(read_manifest, m, task="dance", words=("task", "dance"))
+
+
 def test_check_path_missing(tmp_path):
     summary, problems = check_path(tmp_path / "ghost")
     assert "not checked" in summary and len(problems) == 1 and "ghost" in problems[0] and "not found" in problems[0]

@@ -101,10 +101,19 @@ def test_nodules_labels_and_lidc_patients(generated):
     for r in rows:
         assert r["patient_id"].startswith("LIDC-IDRI-")
         m = int(r["malignancy"])
-        assert int(r["label"]) == (1 if m >= 4 else 0) and m != 3
+        assert int(r["label"]) == (1 if m >= 4 else 0)  # the papers' rule (default): 1–3 benign, 4–5 malignant
         mask = np.asarray(nib.load(generated["nodules"].parent / r["mask"]).dataobj)
         assert mask.sum() > 0 and mask[16, 16, 16] == 1  # nodule-centred crop
     assert len({r["nodule_id"] for r in rows}) == len(rows)
+
+
+def test_nodules_medmnist_rule_is_a_switch(tmp_path):
+    m = make_task("nodules", n=8, seed=0, out=tmp_path / "n", size=32, rule="medmnist")
+    rows = read_manifest(m)
+    assert rows and all(int(r["malignancy"]) != 3 for r in rows)
+    assert all(int(r["label"]) == (1 if int(r["malignancy"]) >= 4 else 0) for r in rows)
+    paper = read_manifest(make_task("nodules", n=40, seed=0, out=tmp_path / "p", size=32))
+    assert any(int(r["malignancy"]) == 3 and int(r["label"]) == 0 for r in paper)  # rating 3 is benign by default
 
 
 def test_response_probability_and_ceiling(generated):

@@ -1,7 +1,9 @@
 """Manifest CSVs: the one reader behind task-set rows and data records.
 
-A manifest is a CSV whose header names the columns; ``image`` and ``label`` are required for
-records, ``mask``, ``patient_id`` and ``split`` optional, anything else kept as a string extra.
+A manifest is a CSV whose header names the columns: ``image`` (a path) is always required, ``label``
+(an integer class of the whole image) only for classification, ``mask`` (a path to a label map,
+voxel-wise) only for segmentation (where :func:`~smartlib.data.sources.resolve_data` asks it of every
+training record); ``patient_id`` and ``split`` are optional, anything else is kept as a string extra.
 :func:`read_csv_table` is the single CSV parse; on it stand :func:`read_manifest_rows` (rows as
 dicts of strings, as :class:`csv.DictReader` gives them: what the task sets and the book's tables
 read) and :func:`read_manifest` (validated records with resolved paths and integer labels).
@@ -24,6 +26,7 @@ __all__ = [
     "read_manifest_rows",
     "read_manifest",
     "manifest_records",
+    "REQUIRED_COLUMNS",
     "parse_label",
     "allowed_labels",
     "is_int_like",
@@ -106,12 +109,22 @@ def is_int_like(v: Any) -> bool:
     return np.isfinite(f) and f == int(f)
 
 
+#: the columns a manifest must have, per record task (None: no task, as ``smart data check`` reads it)
+REQUIRED_COLUMNS = {None: ("image",), "pretrain": ("image",), "classify": ("image", "label"), "segment": ("image",)}
+_WHY_COLUMN = {"label": "classification needs an integer class per image"}
+
+
 def manifest_records(csv_path: str | os.PathLike, classes: Sequence | None = None,
-                     problems: list[str] | None = None) -> list[dict]:
+                     problems: list[str] | None = None, task: str | None = None) -> list[dict]:
     """Records of a manifest; a bad row raises, or with a ``problems`` list is skipped and described there.
 
+    ``task`` (``"pretrain"``, ``"classify"``, ``"segment"`` or None) chooses the required columns
+    (:data:`REQUIRED_COLUMNS`): ``image`` always, ``label`` for ``"classify"``; a missing ``label``
+    column otherwise means every record is unlabeled (``label`` None), a missing ``mask`` column no masks.
     Shared by :func:`read_manifest` (raise) and :func:`~smartlib.data.checks.check_path` (collect).
     """
+    if task not in REQUIRED_COLUMNS:
+        raise SmartError(f"task={task!r}: must be one of {', '.join(str(t) for t in REQUIRED_COLUMNS)}")
     def fail(msg: str) -> None:
         if problems is None:
             raise SmartError(msg)
@@ -128,11 +141,13 @@ def manifest_records(csv_path: str | os.PathLike, classes: Sequence | None = Non
         raise SmartError(f"{p}: not a readable CSV manifest ({short_error(exc)})") from None
     rows = [r for r in rows if any(c.strip() for c in r)]
     if not rows:
-        raise SmartError(f"{p}: empty manifest (expected a header with columns image,label[,mask])")
+        raise SmartError(f"{p}: empty manifest (expected a header with columns image[,label][,mask])")
     header = [h.strip() for h in rows[0]]
-    missing = [c for c in ("image", "label") if c not in header]
+    missing = [c for c in REQUIRED_COLUMNS[task] if c not in header]
     if missing:
-        raise SmartError(f"{p}: manifest is missing required column(s) {', '.join(missing)} (header: {','.join(header)})")
+        why = "; ".join(_WHY_COLUMN[c] for c in missing if c in _WHY_COLUMN)
+        raise SmartError(f"{p}: manifest is missing required column(s) {', '.join(missing)} (header: {','.join(header)})"
+                         + (f"; {why}" if why else ""))
     if len(set(header)) != len(header):
         dup = [h for h, n in Counter(header).items() if n > 1]
         raise SmartError(f"{p}: manifest has duplicate column(s) {', '.join(dup)}")
@@ -162,7 +177,7 @@ def manifest_records(csv_path: str | os.PathLike, classes: Sequence | None = Non
                 fail(f"{where}: mask {cells['mask']} not found ({mask})")
                 continue
         try:
-            label = parse_label(cells["label"], classes, where)
+            label = parse_label(cells.get("label", ""), classes, where)
         except SmartError as exc:
             fail(str(exc))
             continue
@@ -182,13 +197,15 @@ def manifest_records(csv_path: str | os.PathLike, classes: Sequence | None = Non
     return records
 
 
-def read_manifest(csv_path: str | os.PathLike, classes: Sequence | None = None) -> list[dict]:
+def read_manifest(csv_path: str | os.PathLike, classes: Sequence | None = None,
+                  task: str | None = "classify") -> list[dict]:
     """Read a CSV manifest into records.
 
-    Columns ``image,label`` are required, ``mask``, ``patient_id`` and ``split`` optional; any other
+    Columns ``image,label`` are required (``task="classify"``, the default; ``task="pretrain"`` or
+    None requires only ``image``), ``mask``, ``patient_id`` and ``split`` optional; any other
     column is kept as a string extra. Relative paths are resolved against the manifest's folder. An
     empty ``label`` cell means unlabeled (``None``). With ``classes`` given, labels must be one of them:
     integer classes are compared as integers; with class names, a cell may hold the name (mapped to its
     index) or the index. Rows are numbered from 1 after the header in error messages.
     """
-    return manifest_records(Path(csv_path), classes, None)
+    return manifest_records(Path(csv_path), classes, None, task=task)

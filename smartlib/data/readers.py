@@ -6,12 +6,28 @@ DICOM series folder), together with a RAS affine. :func:`find_volumes` lists the
 folder; :func:`volume_format` names a file's format from its suffix.
 
 Every problem with a file is raised as :class:`~smartlib.errors.SmartError` with a one-line
-message that names the file and says what is wrong. Nothing here writes files.
+message that names the file and says what is wrong. A volume that loads but whose geometry deserves a
+look (a gantry-tilted DICOM series) is reported with ``warnings.warn(..., VolumeWarning)``.
+:func:`probe_volume` checks a volume from its header alone (for a cheap preflight of many files);
+:func:`check_mask_geometry` refuses a label map that is not on its image's voxel grid. Nothing here
+writes files.
+
+DICOM series (:func:`load_volume` of a folder) are checked slice by slice: an unreadable or truncated
+slice file (named), slices whose positions are unevenly spaced (a missing slice: the positions either
+side of the gap are named; a step may differ from the median step by at most
+``SLICE_STEP_ATOL_MM + SLICE_STEP_RTOL`` x median), slices of differing orientation, and gantry tilt
+(the slice normal ``row x column`` of ImageOrientationPatient more than ``TILT_TOL_DEG`` off the
+stacking direction of ImagePositionPatient, or a non-zero GantryDetectorTilt). The first kinds raise;
+tilt only warns: tilted series are routine in head and neck CT, and the affine built from the real slice
+positions is sheared accordingly, so every voxel keeps its true position (the grid is a parallelepiped,
+not a box). ``smart data check`` lists tilt as a problem all the same.
 """
 from __future__ import annotations
 
+import gzip
 import os
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +38,17 @@ from ..errors import SmartError
 __all__ = [
     "NIFTI_SUFFIXES",
     "NRRD_SUFFIXES",
+    "SLICE_STEP_ATOL_MM",
+    "SLICE_STEP_RTOL",
+    "TILT_TOL_DEG",
+    "GEOMETRY_SPACING_RTOL",
+    "GEOMETRY_DIRECTION_ATOL",
+    "GEOMETRY_ORIGIN_VOXELS",
+    "VolumeWarning",
     "load_volume",
+    "probe_volume",
+    "dicom_series_issues",
+    "check_mask_geometry",
     "find_volumes",
     "is_volume_file",
     "is_dicom_series_dir",
@@ -36,6 +62,22 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
 # DICOM objects that live beside image slices but carry no image of their own
 _NON_IMAGE_DICOM_NAMES = {"DICOMDIR"}
+#: DICOM slice positions: a step between neighbouring slices may differ from the median step by at most
+#: ``SLICE_STEP_ATOL_MM + SLICE_STEP_RTOL * median`` (the tolerance of dicom2nifti's slice-increment check)
+SLICE_STEP_ATOL_MM = 0.1
+SLICE_STEP_RTOL = 0.05
+#: gantry tilt: largest angle (degrees) between the slice normal and the stacking direction that is not tilt
+TILT_TOL_DEG = 0.1
+#: image/mask geometry (:func:`check_mask_geometry`): spacing per axis within 0.1 % (relative), direction
+#: cosines within 1e-3 (about 0.06 degrees), origin within half a voxel of the image's grid
+GEOMETRY_SPACING_RTOL = 1e-3
+GEOMETRY_DIRECTION_ATOL = 1e-3
+GEOMETRY_ORIGIN_VOXELS = 0.5
+
+
+class VolumeWarning(UserWarning):
+    """A volume that loads but deserves a look (e.g. a gantry-tilted DICOM series); ``smart data check``
+    lists these as problems."""
 
 
 # --------------------------------------------------------------------------- helpers
@@ -148,17 +190,31 @@ def _read_nrrd(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     return arr, affine, {"affine": affine}
 
 
-def _sort_dicom_slices(path: Path, slices: list, names: list) -> tuple[list, list]:
-    """Order slices by position along the slice normal (ascending), InstanceNumber as fallback."""
+def _slice_frame(ds) -> tuple[np.ndarray, np.ndarray] | None:
+    """(slice normal row x column, ImagePositionPatient) of a slice, None without both tags."""
+    ipp = getattr(ds, "ImagePositionPatient", None)
+    iop = getattr(ds, "ImageOrientationPatient", None)
+    if ipp is None or iop is None or len(ipp) != 3 or len(iop) != 6:
+        return None
+    row, col = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
+    return np.cross(row, col), np.asarray(ipp, float)
+
+
+def _sort_dicom_slices(path: Path, slices: list, names: list) -> tuple[list, list, np.ndarray | None]:
+    """Order slices by position along the slice normal (ascending), InstanceNumber as fallback.
+
+    Returns the slices, their names and their sorted positions in mm along the normal (None when
+    any slice lacks ImagePositionPatient/ImageOrientationPatient: InstanceNumber order, no geometry).
+    """
     positions = []
+    physical = True
     for ds, name in zip(slices, names):
-        ipp = getattr(ds, "ImagePositionPatient", None)
-        iop = getattr(ds, "ImageOrientationPatient", None)
-        if ipp is not None and iop is not None and len(ipp) == 3 and len(iop) == 6:
-            row, col = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
-            positions.append(float(np.dot(np.cross(row, col), np.asarray(ipp, float))))
+        frame = _slice_frame(ds)
+        if frame is not None:
+            positions.append(float(np.dot(frame[0], frame[1])))
         elif getattr(ds, "InstanceNumber", None) is not None:
             positions.append(float(ds.InstanceNumber))
+            physical = False
         else:
             raise SmartError(
                 f"{path}: DICOM slice {Path(name).name} has neither ImagePositionPatient nor InstanceNumber, "
@@ -172,12 +228,152 @@ def _sort_dicom_slices(path: Path, slices: list, names: list) -> tuple[list, lis
             f"{path}: DICOM slices share one slice position ({', '.join(dup[:3])}); "
             "the folder mixes series or holds duplicate slices"
         )
-    return [slices[i] for i in order], [names[i] for i in order]
+    return [slices[i] for i in order], [names[i] for i in order], (pos_sorted if physical else None)
 
 
-def _read_dicom_dir(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    from monai.data import PydicomReader
+def _sop_class(ds) -> str | None:
+    uid = getattr(ds, "SOPClassUID", None)
+    if uid is None:
+        uid = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    return None if uid is None else str(uid)
 
+
+def _pixel_data_shortfall(ds, f: Path) -> str | None:
+    """How a slice's native (uncompressed) pixel data falls short of Rows x Columns x ..., None if complete
+    (or compressed: then only decoding tells)."""
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if ts is not None and getattr(ts, "is_encapsulated", getattr(ts, "is_compressed", False)):
+        return None
+    elem = ds.get_item(0x7FE00010)
+    if elem is None or getattr(elem, "is_undefined_length", False):
+        return None
+    try:
+        rows, cols = int(ds.Rows), int(ds.Columns)
+        bits = int(getattr(ds, "BitsAllocated", 16))
+        spp = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        return None  # incomplete image description: decoding will say what is wrong
+    n = rows * cols * spp * frames
+    expected = (n * bits + 7) // 8
+    value = elem.value
+    if value is None:  # deferred (header-only read): the bytes the file still holds
+        tell = getattr(elem, "value_tell", None)
+        if tell is None:
+            return None
+        available = min(int(elem.length), max(0, f.stat().st_size - int(tell)))
+    else:
+        available = len(value)
+    if available < expected:
+        return f"pixel data holds {available} of {expected} bytes"
+    return None
+
+
+def _read_dicom_slices(path: Path, header_only: bool) -> tuple[list, list[str], list[str]]:
+    """The image slices of a series folder (each file read with ``pydicom.dcmread`` as MONAI's
+    ``PydicomReader`` reads it; pixel data deferred when ``header_only``), their file names, and one
+    line per slice file that is unreadable, truncated or without pixel data.
+
+    DICOM objects without an image (RTSTRUCT, SEG, DICOMDIR) are skipped; a file of the same SOP class
+    as the image slices (or with Rows) but no pixel data is a truncated slice.
+    """
+    import pydicom
+
+    files = [f for f in sorted(path.iterdir()) if f.is_file() and not f.name.startswith(".")]
+    problems: list[str] = []
+    read: list[tuple[Any, Path]] = []
+    for f in files:
+        if not _is_dicom_file(f):
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ds = pydicom.dcmread(str(f), defer_size="1 KB") if header_only else pydicom.dcmread(str(f))
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the slice's fault
+            problems.append(f"{path}: DICOM slice {f.name} is unreadable (truncated or corrupt? {short_error(exc)})")
+            continue
+        read.append((ds, f))
+    image_sops = {_sop_class(ds) for ds, _ in read if "PixelData" in ds} - {None}
+    slices, names = [], []
+    for ds, f in read:
+        if "SegmentSequence" in ds:
+            continue
+        if "PixelData" not in ds:
+            if "Rows" in ds or _sop_class(ds) in image_sops:
+                problems.append(f"{path}: DICOM slice {f.name} has no pixel data (truncated file?)")
+            continue
+        short = _pixel_data_shortfall(ds, f)
+        if short:
+            problems.append(f"{path}: DICOM slice {f.name} is truncated ({short})")
+            continue
+        slices.append(ds)
+        names.append(str(f))
+    return slices, names, problems
+
+
+def _fmt_mm(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def _spacing_problems(path: Path, positions: np.ndarray) -> list[str]:
+    """One line if the sorted slice positions are not evenly spaced (a missing slice, a gap)."""
+    if positions is None or len(positions) < 3:
+        return []
+    steps = np.diff(positions)
+    med = float(np.median(steps))
+    bad = np.flatnonzero(np.abs(steps - med) > SLICE_STEP_ATOL_MM + SLICE_STEP_RTOL * med)
+    if not len(bad):
+        return []
+    gaps = [f"{_fmt_mm(steps[i])} mm between slice positions {_fmt_mm(positions[i])} and {_fmt_mm(positions[i + 1])} mm"
+            for i in bad[:3]]
+    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+    return [f"{path}: uneven slice spacing: {', '.join(gaps)}{more} (median step {_fmt_mm(med)} mm); "
+            "a slice is missing or unreadable, or the folder mixes series"]
+
+
+def _orientation_problems(path: Path, slices: list, names: list) -> list[str]:
+    """One line if the slices do not share one ImageOrientationPatient (not one volume)."""
+    iops = [getattr(ds, "ImageOrientationPatient", None) for ds in slices]
+    if any(i is None or len(i) != 6 for i in iops):
+        return []
+    ref = np.asarray(iops[0], float)
+    odd = [Path(n).name for i, n in zip(iops, names) if np.max(np.abs(np.asarray(i, float) - ref)) > 1e-3]
+    if not odd:
+        return []
+    return [f"{path}: DICOM slices differ in ImageOrientationPatient ({', '.join(odd[:3])} vs {Path(names[0]).name}); "
+            "the folder mixes series (a localizer?)"]
+
+
+def _tilt_warnings(path: Path, slices: list, positions: np.ndarray | None) -> list[str]:
+    """One line if the series is gantry-tilted (slice normal off the stacking direction, or GantryDetectorTilt)."""
+    angle = 0.0
+    if positions is not None and len(slices) > 1:
+        first, last = _slice_frame(slices[0]), _slice_frame(slices[-1])
+        normal = first[0] / max(np.linalg.norm(first[0]), 1e-12)
+        stack = last[1] - first[1]
+        c = abs(float(np.dot(normal, stack))) / max(float(np.linalg.norm(stack)), 1e-12)
+        angle = float(np.degrees(np.arccos(min(1.0, c))))
+    try:
+        gantry = float(getattr(slices[0], "GantryDetectorTilt", 0.0) or 0.0)
+    except (TypeError, ValueError):
+        gantry = 0.0
+    if angle <= TILT_TOL_DEG and abs(gantry) <= 1e-3:
+        return []
+    what = []
+    if angle > TILT_TOL_DEG:
+        what.append(f"slices stacked {angle:.1f} degrees off their normal (ImageOrientationPatient rows not "
+                    "perpendicular to the stacking direction)")
+    if abs(gantry) > 1e-3:
+        what.append(f"GantryDetectorTilt {gantry:g} degrees")
+    return [f"{path}: gantry tilt: {', '.join(what)}; loaded on a sheared grid (voxel positions are correct, "
+            "the voxels are not rectangular)"]
+
+
+def _inspect_dicom_dir(path: Path, header_only: bool) -> tuple[list, list[str], list[str], list[str], np.ndarray | None]:
+    """Read and check a series folder: (sorted slices, names, problems, warnings, positions).
+
+    Raises SmartError for what stops the check itself (no DICOM, mixed series, duplicate positions).
+    """
     files = [f for f in sorted(path.iterdir()) if f.is_file() and not f.name.startswith(".")]
     if not any(path.iterdir()):
         raise SmartError(f"{path}: empty folder (expected a DICOM series)")
@@ -186,40 +382,78 @@ def _read_dicom_dir(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
             f"{path}: folder holds no DICOM files (expected a DICOM series; "
             "NIfTI/NRRD files in a folder are found with find_volumes)"
         )
-    reader = PydicomReader(fname_regex=None)  # None: keep files pydicom.misc.is_dicom accepts
-    data = reader.read(str(path))
-    slices = data if isinstance(data, list) else [data]
-    names = reader.filenames[0] if isinstance(reader.filenames[0], list) else [reader.filenames[0]]
-    keep = [
-        (ds, n)
-        for ds, n in zip(slices, names)
-        if Path(n).name.upper() not in _NON_IMAGE_DICOM_NAMES and "PixelData" in ds and "SegmentSequence" not in ds
-    ]
-    if not keep:
+    slices, names, problems = _read_dicom_slices(path, header_only)
+    if not slices:
+        if problems:
+            return [], [], problems, [], None
         raise SmartError(f"{path}: no DICOM image slices (only non-image objects such as RTSTRUCT/DICOMDIR)")
-    slices, names = [k[0] for k in keep], [k[1] for k in keep]
     series = {str(getattr(ds, "SeriesInstanceUID", "")) for ds in slices}
     if len(series) > 1:
         raise SmartError(f"{path}: folder mixes {len(series)} DICOM series; put each series in its own folder")
     shapes = {(int(ds.Rows), int(ds.Columns)) for ds in slices}
     if len(shapes) > 1:
         raise SmartError(f"{path}: DICOM slices differ in size {sorted(shapes)}")
-    slices, names = _sort_dicom_slices(path, slices, names)
+    slices, names, positions = _sort_dicom_slices(path, slices, names)
+    problems += _orientation_problems(path, slices, names)
+    problems += _spacing_problems(path, positions)
+    warns = _tilt_warnings(path, slices, positions)
+    return slices, names, problems, warns, positions
+
+
+def dicom_series_issues(path: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """Problems and warnings of a DICOM series folder from the slice headers alone (pixel data not decoded).
+
+    Returns ``(problems, warnings)``, one line each: problems are what :func:`load_volume` refuses
+    (an unreadable / truncated slice file, uneven slice spacing, slices of differing orientation, mixed
+    series, ...), warnings what it loads with a :class:`VolumeWarning` (gantry tilt).
+    """
+    p = Path(path)
+    try:
+        _, _, problems, warns, _ = _inspect_dicom_dir(p, header_only=True)
+    except SmartError as exc:
+        return [str(exc)], []
+    return problems, warns
+
+
+def _raise_first(problems: list[str]) -> None:
+    if problems:
+        more = f" (and {len(problems) - 1} more problem(s); smart data check lists them)" if len(problems) > 1 else ""
+        raise SmartError(problems[0] + more)
+
+
+def _read_dicom_dir(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
+    from monai.data import PydicomReader
+
+    slices, names, problems, warns, _ = _inspect_dicom_dir(path, header_only=False)
+    _raise_first(problems)
+    reader = PydicomReader(fname_regex=None)  # None: keep files pydicom.misc.is_dicom accepts
+    series = {str(getattr(ds, "SeriesInstanceUID", "")) for ds in slices}
     # PydicomReader stacks by InstanceNumber: renumber (in memory only) to the spatial order
     for i, ds in enumerate(slices):
         ds.InstanceNumber = i + 1
-    if len(slices) > 1:
-        reader.has_series = True
-        reader.filenames = [names]
-        arr, meta = reader.get_data(slices)
-    else:
-        reader.has_series = False
-        reader.filenames = names
-        arr, meta = reader.get_data(slices[0])
+    try:
+        if len(slices) > 1:
+            reader.has_series = True
+            reader.filenames = [names]
+            arr, meta = reader.get_data(slices)
+        else:
+            reader.has_series = False
+            reader.filenames = names
+            arr, meta = reader.get_data(slices[0])
+    except Exception as exc:  # noqa: BLE001 - name the slice whose pixels do not decode
+        for ds, name in zip(slices, names):
+            try:
+                ds.pixel_array  # noqa: B018
+            except Exception as exc2:  # noqa: BLE001
+                raise SmartError(f"{path}: DICOM slice {Path(name).name} has undecodable pixel data "
+                                 f"({short_error(exc2)})") from None
+        raise exc
     meta = dict(meta)
     meta["series_uid"] = next(iter(series))
     meta["n_slices"] = len(slices)
     meta["modality"] = str(getattr(slices[0], "Modality", ""))
+    if warns:
+        meta["smart_warnings"] = warns
     return np.asarray(arr, dtype=np.float32), np.asarray(meta["affine"], dtype=np.float64), meta
 
 
@@ -237,7 +471,12 @@ def load_volume(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float
 
     Raises:
         SmartError: missing path, empty folder, unreadable / truncated / non-image file,
-            an image that is not 3-D, non-finite voxels or voxel spacing.
+            an image that is not 3-D, non-finite voxels or voxel spacing; for a DICOM series also an
+            unreadable or truncated slice file (named), uneven slice spacing (a missing slice: the
+            positions either side of the gap are named), slices of differing orientation.
+
+    Warns:
+        VolumeWarning: a gantry-tilted DICOM series (loaded, on the sheared grid of its slice positions).
     """
     p = Path(path)
     if not p.exists():
@@ -304,13 +543,211 @@ def load_volume(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float
     spacing = _spacing_from_affine(affine)
     if not np.all(np.isfinite(affine)) or min(spacing) <= 0:
         raise SmartError(f"{p}: invalid voxel spacing {spacing} in the image header")
+    smart_warnings = list(meta.pop("smart_warnings", None) or [])
     out_meta: dict[str, Any] = {
         k: v for k, v in meta.items() if isinstance(k, str) and not k[:1].isdigit()
     }
+    for w in smart_warnings:
+        warnings.warn(w, VolumeWarning, stacklevel=2)
     out_meta.update(
         affine=affine, format=fmt, path=str(p), shape=tuple(int(s) for s in arr.shape), spacing=spacing
     )
     return arr, spacing, out_meta
+
+
+# --------------------------------------------------------------------------- probe_volume (header only)
+def _squeeze_shape(p: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """A header's shape as load_volume would give it (trailing singleton axes dropped), checked 3-D."""
+    shape0 = tuple(int(s) for s in shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        kind = f"{len(shape)}-D" if len(shape) < 3 else f"{len(shape)}-D with {int(np.prod(shape[3:]))} channels/frames"
+        raise SmartError(f"{p}: image is {kind} (shape {shape0}), expected a single 3-D volume")
+    if min(shape) < 2:
+        raise SmartError(f"{p}: image has a single slice (shape {tuple(int(s) for s in shape)}), expected a 3-D volume")
+    return tuple(int(s) for s in shape)  # type: ignore[return-value]
+
+
+def _gzip_holds(path: Path, start: int, need: int) -> str | None:
+    """None if the gzip stream from byte ``start`` of ``path`` decompresses to at least ``need`` bytes,
+    else what is wrong. The gzip trailer's size field is read first (it matches for an intact file); the
+    stream is decompressed (nothing kept) only when it does not."""
+    size = path.stat().st_size
+    if size - start >= 18:
+        with open(path, "rb") as fh:
+            fh.seek(-4, os.SEEK_END)
+            if int.from_bytes(fh.read(4), "little") == need % 2**32:
+                return None
+    got = 0
+    try:
+        with open(path, "rb") as raw:
+            raw.seek(start)
+            with gzip.GzipFile(fileobj=raw, mode="rb") as fh:
+                while got < need:
+                    chunk = fh.read(1 << 22)
+                    if not chunk:
+                        break
+                    got += len(chunk)
+    except (EOFError, OSError, zlib.error) as exc:
+        return f"compressed data ends early or is corrupt ({short_error(exc)})"
+    return None if got >= need else f"data block holds {got} of {need} bytes"
+
+
+def _probe_nifti(p: Path) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(p))
+        shape = tuple(int(s) for s in img.shape)
+        affine = np.asarray(img.affine, dtype=np.float64)
+        offset = int(getattr(img.dataobj, "offset", 0))
+        itemsize = int(img.get_data_dtype().itemsize)
+    except Exception as exc:  # noqa: BLE001 - any header failure is the file's fault
+        raise SmartError(f"{p}: not a readable NIfTI file (truncated or corrupt? {short_error(exc)})") from None
+    shape3 = _squeeze_shape(p, shape)
+    need = offset + int(np.prod(shape)) * itemsize
+    if p.name.lower().endswith(".gz"):
+        short = _gzip_holds(p, 0, need)
+    else:
+        have = p.stat().st_size
+        short = None if have >= need else f"file holds {have} of the {need} bytes its header announces"
+    if short:
+        raise SmartError(f"{p}: not a readable NIfTI file (truncated? {short})")
+    return shape3, _spacing_from_affine(affine)
+
+
+def _probe_nrrd(p: Path) -> tuple[tuple[int, int, int], tuple[float, float, float]] | None:
+    """Header and data size of an attached raw/gzip NRRD; None for other encodings (then load in full)."""
+    import nrrd
+
+    datatype = getattr(getattr(nrrd, "reader", None), "_determine_datatype", None)
+    if datatype is None:  # pragma: no cover - another pynrrd: read in full
+        return None
+    try:
+        with open(p, "rb") as fh:
+            header = nrrd.read_header(fh)
+            start = fh.tell()
+        sizes = tuple(int(s) for s in header["sizes"])
+        dtype = np.dtype(datatype(header))
+    except Exception as exc:  # noqa: BLE001
+        raise SmartError(f"{p}: not a readable NRRD file (truncated or corrupt? {short_error(exc)})") from None
+    encoding = str(header.get("encoding", "raw")).lower()
+    if any(k in header for k in ("data file", "datafile")) or encoding not in ("raw", "gzip", "gz"):
+        return None
+    shape3 = _squeeze_shape(p, sizes)
+    need = int(np.prod(sizes)) * dtype.itemsize
+    if encoding == "raw":
+        have = p.stat().st_size - start
+        short = None if have >= need else f"data block holds {have} of {need} bytes"
+    else:
+        short = _gzip_holds(p, start, need)
+    if short:
+        raise SmartError(f"{p}: not a readable NRRD file (truncated? {short})")
+    if "space directions" in header:
+        dirs = np.asarray([d for d in header["space directions"] if d is not None and np.all(np.isfinite(d))], float)
+        sp = tuple(float(v) for v in np.linalg.norm(dirs, axis=1))[:3] if len(dirs) else (1.0, 1.0, 1.0)
+    else:
+        sp = tuple(float(s) if np.isfinite(s) and s > 0 else 1.0 for s in header.get("spacings", [1.0] * 3))[:3]
+    return shape3, sp  # type: ignore[return-value]
+
+
+def probe_volume(path: str | os.PathLike) -> tuple[tuple[int, int, int], tuple[float, float, float], list[str]]:
+    """A volume's ``(X, Y, Z)`` shape and voxel spacing (mm) from its header, without decoding voxels.
+
+    Cheap checks for a preflight over many files: NIfTI header (nibabel) and the presence of the whole
+    data block (file size, or for ``.gz`` the gzip size field, decompressing only if that disagrees);
+    raw / gzip NRRD likewise; a DICOM series from the headers of every slice (:func:`dicom_series_issues`:
+    unreadable or truncated slices, uneven spacing, orientation; the shape is Columns x Rows x slices);
+    other files (NRRD of other encodings, a single ``.dcm``) are read in full with :func:`load_volume`.
+    Voxel values are not checked (NaN / infinite voxels are found only by :func:`load_volume`).
+
+    Returns:
+        ``(shape, spacing, warnings)``: ``warnings`` one line each (gantry tilt).
+
+    Raises:
+        SmartError: what :func:`load_volume` would refuse, as far as headers tell.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise SmartError(f"{p}: not found")
+    if p.is_dir():
+        slices, _, problems, warns, positions = _inspect_dicom_dir(p, header_only=True)
+        _raise_first(problems)
+        ds = slices[0]
+        try:
+            ps = [float(v) for v in getattr(ds, "PixelSpacing", (1.0, 1.0))][:2]
+        except (TypeError, ValueError):
+            ps = [1.0, 1.0]
+        z = float(np.median(np.diff(positions))) if positions is not None and len(positions) > 1 else 1.0
+        shape = (int(ds.Columns), int(ds.Rows), len(slices))
+        if len(slices) < 2:
+            raise SmartError(f"{p}: image has a single slice (shape {shape}), expected a 3-D volume")
+        return shape, (ps[1], ps[0], z), warns
+    fmt = volume_format(p)
+    if fmt is None:
+        raise SmartError(f"{p}: unsupported file type (expected .nii, .nii.gz, .nrrd, .nhdr or a DICOM series folder)")
+    if p.stat().st_size == 0:
+        raise SmartError(f"{p}: empty file, not a readable {fmt} image")
+    if fmt == "NIfTI":
+        shape, sp = _probe_nifti(p)
+        return shape, sp, []
+    if fmt == "NRRD" and p.name.lower().endswith(".nrrd"):
+        got = _probe_nrrd(p)
+        if got is not None:
+            return got[0], got[1], []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", VolumeWarning)
+        arr, sp, _ = load_volume(p)
+    return tuple(int(s) for s in arr.shape), sp, [str(w.message) for w in caught if issubclass(w.category, VolumeWarning)]  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- image / mask geometry
+def _axcodes(affine: np.ndarray) -> str:
+    import nibabel as nib
+
+    return "".join(str(c) for c in nib.orientations.aff2axcodes(affine))
+
+
+def check_mask_geometry(image: Any, image_affine: Any, image_shape: Any,
+                        mask: Any, mask_affine: Any, mask_shape: Any) -> None:
+    """Refuse a label map (mask) that is not on its image's voxel grid.
+
+    Compares the shape (exactly), then, when both affines are known (4x4, RAS, as :func:`load_volume`
+    returns them; None skips these), per axis the spacing (within ``GEOMETRY_SPACING_RTOL`` = 0.1 %
+    relative), the orientation (direction cosines within ``GEOMETRY_DIRECTION_ATOL`` = 1e-3, about
+    0.06 degrees) and the origin (the mask's first voxel within ``GEOMETRY_ORIGIN_VOXELS`` = half a
+    voxel of the image's, measured in image voxels).
+
+    Raises:
+        SmartError: one line naming both files and every difference found.
+    """
+    names = f"{source_name(image)} and {source_name(mask)}"
+    if tuple(int(s) for s in image_shape) != tuple(int(s) for s in mask_shape):
+        raise SmartError(f"{names}: image/mask shape mismatch {tuple(image_shape)} vs {tuple(mask_shape)}")
+    if image_affine is None or mask_affine is None:
+        return
+    a = np.asarray(image_affine, dtype=np.float64)[:4, :4]
+    b = np.asarray(mask_affine, dtype=np.float64)[:4, :4]
+    sa, sb = np.linalg.norm(a[:3, :3], axis=0), np.linalg.norm(b[:3, :3], axis=0)
+    diffs = []
+    if np.any(np.abs(sa - sb) > GEOMETRY_SPACING_RTOL * np.maximum(sa, sb)):
+        diffs.append(f"spacing {'x'.join(_fmt_mm(v) for v in sa)} vs {'x'.join(_fmt_mm(v) for v in sb)} mm")
+    da, db = a[:3, :3] / np.where(sa > 0, sa, 1.0), b[:3, :3] / np.where(sb > 0, sb, 1.0)
+    dmax = float(np.max(np.abs(da - db)))
+    if dmax > GEOMETRY_DIRECTION_ATOL:
+        ca, cb = _axcodes(a), _axcodes(b)
+        diffs.append(f"orientation {ca} vs {cb}" if ca != cb else f"orientation: direction cosines differ by up to {dmax:.2g}")
+    try:
+        off = np.linalg.solve(a[:3, :3], b[:3, 3] - a[:3, 3])
+    except np.linalg.LinAlgError:
+        off = np.full(3, np.inf)
+    if np.any(np.abs(off) > GEOMETRY_ORIGIN_VOXELS):
+        diffs.append(f"origin ({', '.join(_fmt_mm(v) for v in a[:3, 3])}) vs ({', '.join(_fmt_mm(v) for v in b[:3, 3])}) mm, "
+                     f"{float(np.max(np.abs(off))):.3g} voxels apart")
+    if diffs:
+        raise SmartError(f"{names}: image/mask geometry mismatch: {'; '.join(diffs)} (a mask must lie on its image's "
+                         "voxel grid: same shape, spacing within 0.1 %, orientation, origin within half a voxel)")
 
 
 # --------------------------------------------------------------------------- find_volumes

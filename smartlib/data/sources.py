@@ -33,6 +33,7 @@ __all__ = [
     "medmnist_records",
     "decathlon_records",
     "folder_records",
+    "is_decathlon_layout",
     "volume_record",
     "classify_path",
     "canonical_task",
@@ -197,10 +198,42 @@ def decathlon_records(root: str | os.PathLike) -> list[dict]:
     return records
 
 
+def is_decathlon_layout(folder: str | os.PathLike) -> bool:
+    """True for a folder laid out as a Decathlon task (``imagesTr/`` and ``labelsTr/`` side by side)."""
+    d = Path(folder)
+    return (d / "imagesTr").is_dir() and (d / "labelsTr").is_dir()
+
+
+def _refuse_decathlon_without_json(root: Path) -> None:
+    raise SmartError(
+        f"{root}: has imagesTr/ and labelsTr/ (a Decathlon task folder) but no dataset.json; refusing to read it "
+        "as an image folder, which would count the label maps in labelsTr/ as CTs: add the task's dataset.json "
+        "(it pairs each image with its label map), or pass imagesTr/ for unlabeled pretraining"
+    )
+
+
 def folder_records(folder: str | os.PathLike) -> list[dict]:
-    """Unlabeled records for every volume :func:`find_volumes` finds (for pretraining)."""
+    """Unlabeled records for every volume :func:`find_volumes` finds (for pretraining).
+
+    A folder laid out as a Decathlon task (``imagesTr/``, ``labelsTr/``; :func:`is_decathlon_layout`),
+    itself or below it, is refused: its label maps would be read as CTs.
+    """
     root = Path(folder)
+    if is_decathlon_layout(root):
+        _refuse_decathlon_without_json(root)
     vols = find_volumes(root)
+    seen: set[Path] = set()
+    for v in vols:
+        for parent in v.relative_to(root).parents:
+            if parent == Path(".") or parent in seen:
+                continue
+            seen.add(parent)
+            sub = root / parent
+            if is_decathlon_layout(sub):
+                raise SmartError(
+                    f"{root}: {sub} is a Decathlon task folder (imagesTr/, labelsTr/); read as an image folder its "
+                    f"label maps would count as CTs: pass {sub} itself (with its dataset.json) or its imagesTr/"
+                )
     records = []
     for v in vols:
         rel = v.relative_to(root)
@@ -217,27 +250,32 @@ def volume_record(path: Path, patient_id: str) -> dict:
 
 # --------------------------------------------------------------------------- what a path is
 def classify_path(path: str | os.PathLike, classes: Sequence | None = None, *, problems: list[str] | None = None,
-                  npz_dtype: Any = np.float32) -> tuple[str, list[dict]]:
+                  npz_dtype: Any = np.float32, task: str | None = None) -> tuple[str, list[dict]]:
     """The kind of a data path and its records: the one dispatch behind :func:`resolve_data` and
     :func:`~smartlib.data.checks.check_path`.
 
     Kinds, tried in this order: ``"manifest"`` (a ``.csv`` file, read with ``classes``; bad rows
-    raise, or are described in ``problems`` when a list is given), ``"MedMNIST file"`` (a ``.npz``,
+    raise, or are described in ``problems`` when a list is given; ``task`` chooses its required
+    columns, see :func:`~smartlib.data.manifest.manifest_records`), ``"MedMNIST file"`` (a ``.npz``,
     images as ``npz_dtype``), ``"Decathlon folder"`` (has ``dataset.json``), ``"image folder"`` (a
     folder that is not itself a DICOM series: every volume under it), ``"DICOM series"`` (a series
     folder) and ``"image"`` (any other file, as one record; its format is not checked here).
 
     Raises:
-        SmartError: the path does not exist, or its reader rejects it.
+        SmartError: the path does not exist, or its reader rejects it; a folder laid out as a
+        Decathlon task (``imagesTr/``, ``labelsTr/``) without ``dataset.json`` is refused, not read as
+        an image folder (its label maps would count as CTs).
     """
     p = Path(path)
     name = p.name.lower()
     if p.is_file() and name.endswith(".csv"):
-        return "manifest", manifest_records(p, classes, problems)
+        return "manifest", manifest_records(p, classes, problems, task=task)
     if p.is_file() and name.endswith(".npz"):
         return "MedMNIST file", medmnist_records(p, dtype=npz_dtype)
     if p.is_dir() and (p / "dataset.json").is_file():
         return "Decathlon folder", decathlon_records(p)
+    if p.is_dir() and is_decathlon_layout(p):
+        _refuse_decathlon_without_json(p)
     if p.is_dir() and not is_dicom_series_dir(p):
         return "image folder", folder_records(p)
     if not p.exists():
@@ -261,14 +299,15 @@ def resolve_data(spec: str | os.PathLike, task: str = "pretrain", classes: Seque
     """Records for ``--data spec``: a manifest ``.csv``, a MedMNIST ``.npz``, a Decathlon root
     (has ``dataset.json``), a folder of images (unlabeled) or a single volume.
 
-    ``task`` is ``"pretrain"`` (images suffice), ``"classify"`` (every record needs an integer
-    ``label``) or ``"segment"`` (every record in a training split needs a ``mask``).
+    ``task`` is ``"pretrain"`` (images suffice: a manifest needs only an ``image`` column),
+    ``"classify"`` (a ``label`` column, and every record needs an integer ``label``) or ``"segment"``
+    (every record in a training split needs a ``mask``).
     """
     t = canonical_task(task)
     p = Path(spec)
     if not p.exists():
         raise SmartError(f"{p}: not found (expected a manifest .csv, a MedMNIST .npz, a Decathlon folder or an image folder)")
-    kind, records = classify_path(p, classes)
+    kind, records = classify_path(p, classes, task=t)
     if kind == "image" and (not p.is_file() or volume_format(p) is None):
         raise SmartError(
             f"{p}: unsupported data (expected a manifest .csv, a MedMNIST .npz, a Decathlon folder with "

@@ -419,8 +419,8 @@ def make_task(task: str, n: int, seed: int, out: str | os.PathLike, **params: An
       whole trunks fitted into the field of view; random acquisition each. Extras: ``view``.
     * ``nodules`` — ``size``³ (64³) crops at 1 mm centred on a real LIDC-IDRI nodule shape
       (:func:`~smartlib.data.lidc.rasterise`) inserted into phantom lung with HU from its texture /
-      calcification ratings; ``label`` from malignancy by ``rule`` ("medmnist": <=2 → 0, >=4 → 1,
-      3 excluded; "paper": 1–3 → 0, 4–5 → 1); half the cases malignant (the other class fills up
+      calcification ratings; ``label`` from malignancy by ``rule`` ("paper", the default: 1–3 → 0, 4–5 → 1;
+      "medmnist": <=2 → 0, >=4 → 1, 3 excluded); half the cases malignant (the other class fills up
       beyond the ~900 malignant nodules), one annotation per nodule, nodules at most ``max_fill``
       (0.75) of the crop and at least 3 mm;
       ``patient_id`` is the LIDC patient. ``mask`` = nodule. Extras: ``annotation_id, nodule_id``,

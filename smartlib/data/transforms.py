@@ -42,7 +42,7 @@ from monai.transforms import (
 )
 
 from ..errors import SmartError
-from .readers import load_volume, source_name
+from .readers import check_mask_geometry, load_volume, source_name
 from .validate import as_roi, as_target_spacing, as_window, check_seed
 
 __all__ = [
@@ -95,7 +95,8 @@ class LoadRecordd(MapTransform):
     * An in-memory array gets ``record["affine"]`` if present, else ``diag(record["spacing"])``, else
       the identity with ``meta["smart_resample"] = False`` (so resampling is skipped for it).
     * A uint8 array in a record with ``intensity="unit"`` is scaled by 1/255.
-    * The image and mask must have the same shape (a SmartError names both otherwise).
+    * The image and mask must have the same shape (a SmartError names both otherwise) and, when both
+      are files, the same geometry (:func:`~smartlib.data.readers.check_mask_geometry`).
     """
 
     def __init__(self, keys: KeysCollection = ("image",), allow_missing_keys: bool = True) -> None:
@@ -120,6 +121,10 @@ class LoadRecordd(MapTransform):
                     f"{tuple(d[first_key].shape)} vs {tuple(d[key].shape)}"
                     + ("" if isinstance(src, (str, os.PathLike)) else f" (record {d.get('patient_id')!r})")
                 )
+            elif isinstance(first_src, (str, os.PathLike)) and isinstance(src, (str, os.PathLike)):
+                # two files: the mask must lie on the image's voxel grid (spacing, orientation, origin)
+                check_mask_geometry(first_src, d[first_key].affine.numpy(), tuple(d[first_key].shape),
+                                    src, d[key].affine.numpy(), tuple(d[key].shape))
         return d
 
     @staticmethod

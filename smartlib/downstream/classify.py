@@ -31,7 +31,7 @@ from ..tasks import task as task_spec
 from .data import label_fraction_indices, load_arrays, split_indices, task_records
 from .features import extract_features, load_init, stack
 from .metrics import metrics_with_ci
-from .study import Cell, check_fractions, is_builtin, resolve_inits, run_cells, write_outputs
+from .study import Cell, check_fractions, comparisons, is_builtin, resolve_inits, run_cells, seed_case_cis, write_outputs
 
 __all__ = ["ClassData", "load_classification", "linear_probe", "FineTuneClassifier", "finetune",
            "classification_study", "summarise", "METRICS"]
@@ -218,7 +218,7 @@ def classification_study(task: str, inits: Mapping[str, str] | Sequence[str] | s
     cells = [Cell(name, path, f, s, mode) for name, path in inits_r.paths.items() for mode in modes for f in fractions
              if mode == "probe" or f in ft_fractions
              for s in (seeds if mode == "probe" or finetune_seeds is None else finetune_seeds)]
-    feats: dict[str, np.ndarray] = {}  # frozen features, once per init
+    feats: dict[tuple[str, int], np.ndarray] = {}  # frozen features, once per pretrained init / scratch seed
     preds: list[dict] = []
 
     def run_one(c: Cell) -> dict:
@@ -227,10 +227,11 @@ def classification_study(task: str, inits: Mapping[str, str] | Sequence[str] | s
         if len(set(ds.labels[keep].tolist())) < 2:
             raise SmartError(f"{ds.source}: label fraction {c.fraction} leaves a single class in the training split")
         if c.mode == "probe":
-            if c.init not in feats:
-                feats[c.init] = _features(extract_features(load_init(c.path, preset, ds.prep["roi"], seed=0), ds.images,
-                                                           batch_size, progress=progress), feature)
-            scores = linear_probe(feats[c.init][keep], ds.labels[keep], feats[c.init][te], ds.n_classes, seed=c.seed)
+            key = (c.init, c.seed if c.path == "scratch" else 0)  # every scratch seed is its own random encoder
+            if key not in feats:
+                feats[key] = _features(extract_features(load_init(c.path, preset, ds.prep["roi"], seed=key[1]), ds.images,
+                                                        batch_size, progress=progress), feature)
+            scores = linear_probe(feats[key][keep], ds.labels[keep], feats[key][te], ds.n_classes, seed=c.seed)
         else:
             net = load_init(c.path, preset, ds.prep["roi"], seed=c.seed)
             scores = finetune(net, ds.images[keep], ds.labels[keep], x_test, ds.n_classes, epochs=epochs,
@@ -242,25 +243,34 @@ def classification_study(task: str, inits: Mapping[str, str] | Sequence[str] | s
             f"[{m['auc_lo']:.3f}, {m['auc_hi']:.3f}] acc {m['accuracy']:.3f} ({row['seconds']:.1f} s)"
             + (f" — {m['auc_note']}" if "auc_note" in m else ""))
         for k, i in enumerate(te):
-            preds.append({"init": c.init, "mode": c.mode, "fraction": c.fraction, "seed": c.seed,
+            preds.append({"init": c.init, "mode": c.mode, "fraction": c.fraction, "seed": c.seed, "case": k,
                           "patient_id": ds.patients[i], "label": int(ds.labels[i]),
                           **{f"p{j}": float(scores[k, j]) for j in range(ds.n_classes)}})
         return row
 
     results = pd.DataFrame(run_cells(cells, run_one))
     if out is not None:
-        summary = summarise(results)
+        summary, comps = summarise(results), pd.DataFrame()
+        if ds.n_classes == 2 and len(set(y_test.tolist())) == 2:  # seeds × cases CIs of the AUC, paired comparisons
+            long = pd.DataFrame(preds).rename(columns={"label": "y", "p1": "score"})
+            cis = seed_case_cis(long, ["init", "mode", "fraction"], "auc", n_boot=n_boot)
+            summary = summary.drop(columns=["auc_lo", "auc_hi"]).merge(
+                cis.drop(columns=["auc", "n_seeds"]), on=["init", "mode", "fraction"], how="left")
+            comps = comparisons(long, ["mode", "fraction"], "auc", n_boot=n_boot)
         write_outputs(out, csv={"predictions.csv": preds, "results.csv": results.to_dict("records"),
-                                "summary.csv": summary.to_dict("records")},
+                                "summary.csv": summary.to_dict("records"), "comparisons.csv": comps.to_dict("records")},
                       json={"summary.json": {"task": task, "source": ds.source, "phantom": ds.phantom, "preset": preset,
                                              "n_train": int(len(tr)), "n_test": int(len(te)), "prep": ds.prep,
                                              "inits": inits_r.specs, "n_boot": n_boot, "epochs": epochs,
-                                             "summary": summary.to_dict("records"), "runs": results.to_dict("records")}})
+                                             "summary": summary.to_dict("records"), "runs": results.to_dict("records"),
+                                             "comparisons": comps.to_dict("records")}})
     return results
 
 
 def summarise(results: "pd.DataFrame") -> "pd.DataFrame":
-    """Mean and SD over seeds of each metric (and the mean of its CI limits) per task × init × mode × fraction."""
+    """Mean and SD over seeds of each metric per task × init × mode × fraction, with ``<metric>_lo`` /
+    ``_hi`` the mean of the per-seed case-bootstrap limits. For a binary task the study replaces the AUC's
+    limits by a CI over seeds and cases together (:func:`smartlib.downstream.study.seed_case_cis`)."""
     import pandas as pd
 
     if results.empty:

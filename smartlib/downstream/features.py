@@ -52,16 +52,17 @@ def init_arch(init: str, preset: str) -> dict:
 def load_init(init: str, preset: str, img_size: int, seed: int = 0):
     """A :class:`~smartlib.models.smart.SMARTNet` (``heads=False``, drop path 0) for inputs of ``img_size``³.
 
-    ``init`` is ``"scratch"`` (preset architecture, weights drawn after ``seed_everything(seed)``) or an
+    ``init`` is ``"scratch"`` (preset architecture, weights drawn from the ``"scratch"`` stream of ``seed``,
+    :func:`smartlib.seed.stream_seed`, so they never equal a pretraining run's initial weights) or an
     export path (strict loading; a file of another format or whose weights do not fit its declared
     architecture is a SmartError).
     """
     from ..config import pretrain_config
     from ..models.smart import SMARTNet, load_encoder
-    from ..seed import seed_everything
+    from ..seed import seed_everything, stream_seed
 
     if init == "scratch":
-        seed_everything(seed)
+        seed_everything(stream_seed(seed, "scratch"))
         kw = {**pretrain_config(preset).model_kwargs(), "img_size": img_size, "drop_path": 0.0}
         return SMARTNet(heads=False, **kw)
     overrides = {"img_size": img_size, "drop_path": 0.0}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..tasks import TASKS
 
-__all__ = ["PUBLISHED", "CHAPTERS", "headline_table"]
+__all__ = ["PUBLISHED", "CHAPTERS", "headline_table", "comparison_table"]
 
 #: result key → the chapter (notebook stem) that writes it: each task's chapter from the registry, plus the attention chapter
 CHAPTERS = {**{name: t.chapter for name, t in TASKS.items() if t.chapter}, "attention": "07_attention"}
@@ -46,6 +46,41 @@ def _fmt(v: float, lo: float | None = None, hi: float | None = None, sd: float |
     return s
 
 
+def _n(r: dict) -> str:
+    """`` (n = 3 seeds × 46 cases, SE 0.02)`` where the record has them."""
+    if r.get("n_cases") is None:
+        return f" (n = {r['n_seeds']} seed{'s' if r['n_seeds'] != 1 else ''})"
+    se = next((r[k] for k in ("auc_se", "dice_se") if r.get(k) is not None), None)
+    return f" (n = {r['n_seeds']} × {r['n_cases']} cases" + (f", SE {se:.3f})" if se is not None else ")")
+
+
+def comparison_table(runs_dir: str | os.PathLike) -> "pd.DataFrame":
+    """Every paired comparison the chapters wrote (each init vs scratch, SMART vs SMIT), one row each.
+
+    Columns: ``task, setting, arm, reference, test, n, diff`` (arm − reference with its 95 % CI),
+    ``p_holm`` (Holm-adjusted within the setting) and ``verdict`` ("no detectable difference" when the
+    CI of the difference covers zero).
+    """
+    import pandas as pd
+
+    from ..io import read_json
+
+    rows = []
+    for key, task in (("nodules", "nodule malignancy"), ("response", "treatment response"), ("segmentation", "segmentation")):
+        p = Path(runs_dir) / CHAPTERS[key] / "summary.json"
+        if not p.is_file():
+            continue
+        for c in read_json(p).get("comparisons", []):
+            mode = {"finetune": "fine-tune", "probe": "linear probe"}.get(c.get("mode"), "")
+            setting = ", ".join(x for x in (f"{c['metric'].replace('auc', 'AUC').replace('dice', 'Dice')}", mode,
+                                            f"{c['fraction'] * 100:g} % labels") if x)
+            rows.append({"task": task, "setting": setting, "arm": c["arm"], "reference": c["reference"], "test": c["test"],
+                         "n": f"{c['n_seeds']} × {c['n_cases']}",
+                         "diff": f"{c['diff']:+.3f} [{c['lo']:+.3f}, {c['hi']:+.3f}]",
+                         "p_holm": c["p_holm"], "verdict": c["verdict"]})
+    return pd.DataFrame(rows, columns=["task", "setting", "arm", "reference", "test", "n", "diff", "p_holm", "verdict"])
+
+
 def headline_table(runs_dir: str | os.PathLike, limited_fraction: float = 0.25) -> "pd.DataFrame":
     """One row per (task, metric, init): ``measured`` (mean over seeds, bootstrap 95 % CI of the mean run),
     ``published`` (or empty), ``data`` (``phantom`` or the real source)."""
@@ -71,14 +106,15 @@ def headline_table(runs_dir: str | os.PathLike, limited_fraction: float = 0.25) 
             if r["fraction"] not in (1.0, limited_fraction):
                 continue
             metric = f"AUC, {mode}, {r['fraction'] * 100:g} %"
-            add(task, metric, r["init"], _fmt(r["auc_mean"], r["auc_lo"], r["auc_hi"], r["auc_sd"] if r["n_seeds"] > 1 else None), data)
+            add(task, metric, r["init"], _fmt(r["auc_mean"], r["auc_lo"], r["auc_hi"], r["auc_sd"] if r["n_seeds"] > 1 else None)
+                + _n(r), data)
     p = root / CHAPTERS["segmentation"] / "summary.json"
     if p.is_file():
         js = read_json(p)
         data = "phantom" if js.get("phantom") else js.get("source", "")
         for r in js["summary"]:
             add("segmentation", f"Dice, {r['fraction'] * 100:g} %", r["init"],
-                _fmt(r["dice_mean"], r["dice_lo"], r["dice_hi"], r["dice_sd"] if r["n_seeds"] > 1 else None), data)
+                _fmt(r["dice_mean"], r["dice_lo"], r["dice_hi"], r["dice_sd"] if r["n_seeds"] > 1 else None) + _n(r), data)
     p = root / CHAPTERS["organs"] / "metrics.json"
     if p.is_file():
         js = read_json(p)

@@ -31,7 +31,7 @@ from ..errors import SmartError
 from ..tasks import prep_for, split_fractions
 from .data import label_fraction_indices, load_arrays, split_indices, task_records
 from .features import init_arch
-from .study import check_fractions, grid, is_builtin, resolve_inits, run_cells, write_outputs
+from .study import check_fractions, comparisons, grid, is_builtin, resolve_inits, run_cells, seed_case_cis, write_outputs
 
 __all__ = ["SegData", "build_swinunetr", "load_segmentation", "train_segmentation", "evaluate_segmentation",
            "segmentation_study", "summarise_segmentation", "subset_table", "ACQ_COLUMNS"]
@@ -52,13 +52,14 @@ def build_swinunetr(init: str, preset: str, roi: int, out_channels: int = 2, see
     from monai.networks.nets import SwinUNETR
 
     from ..io import describe_key_mismatch, load_torch
-    from ..seed import seed_everything
+    from ..seed import seed_everything, stream_seed
 
     arch = init_arch(init, preset)
     if arch.get("arch", "swin") != "swin":
         raise SmartError(f"{init}: a {arch.get('arch')} encoder cannot initialise SwinUNETR (needs a Swin export)")
     ws = arch["window_size"]
-    seed_everything(seed)
+    # scratch weights from their own stream (never the pretraining student's initial weights)
+    seed_everything(stream_seed(seed, "scratch") if init == "scratch" else seed)
     model = SwinUNETR(in_channels=1, out_channels=out_channels, feature_size=int(arch["embed_dim"]),
                       depths=tuple(arch["depths"]), num_heads=tuple(arch["num_heads"]),
                       window_size=ws if isinstance(ws, (list, tuple)) else int(ws), norm_name=_norm_name(roi))
@@ -239,9 +240,9 @@ def segmentation_study(inits: Mapping[str, str] | Sequence[str], *, preset: str 
                            steps=steps, lr=lr, seed=c.seed, progress=progress)
         res = evaluate_segmentation(model, [ds.images[i] for i in te], [ds.masks[i] for i in te], ds.roi,
                                     ds.spacing, overlap=overlap, progress=progress)
-        for i, r in zip(te, res):
+        for k, (i, r) in enumerate(zip(te, res)):
             rec = ds.records[i]
-            cases.append({"init": c.init, "fraction": c.fraction, "seed": c.seed, "patient_id": patients[i], **r,
+            cases.append({"init": c.init, "fraction": c.fraction, "seed": c.seed, "case": k, "patient_id": patients[i], **r,
                           **{k: rec.get(k) for k in ACQ_COLUMNS if rec.get(k) not in (None, "")}})
         dice = np.array([r["dice"] for r in res])
         lo, hi = _mean_ci(dice, c.seed, n_boot)
@@ -258,13 +259,17 @@ def segmentation_study(inits: Mapping[str, str] | Sequence[str], *, preset: str 
     runs_df = pd.DataFrame(run_cells(grid(inits_r, fractions, seeds), run_one))
     cases_df = pd.DataFrame(cases)
     if out is not None:
-        summary = summarise_segmentation(runs_df)
+        cis = seed_case_cis(cases_df, ["init", "fraction"], "dice", n_boot=n_boot)
+        summary = summarise_segmentation(runs_df).drop(columns=["dice_lo", "dice_hi"]).merge(
+            cis.drop(columns=["dice", "n_seeds"]), on=["init", "fraction"], how="left")
+        comps = comparisons(cases_df, ["fraction"], "dice", n_boot=n_boot)
         write_outputs(out, csv={"cases.csv": cases_df.to_dict("records"), "subsets.csv": subset_table(cases_df).to_dict("records"),
-                                "runs.csv": runs_df.to_dict("records")},
+                                "runs.csv": runs_df.to_dict("records"), "comparisons.csv": comps.to_dict("records")},
                       json={"summary.json": {"task": "segmentation", "source": ds.source, "phantom": ds.phantom,
                                              "preset": preset, "spacing_mm": ds.spacing, "roi": ds.roi, "steps": steps,
                                              "n_train": int(len(tr)), "n_test": int(len(te)), "inits": inits_r.specs,
-                                             "summary": summary.to_dict("records"), "runs": runs_df.to_dict("records")}})
+                                             "summary": summary.to_dict("records"), "runs": runs_df.to_dict("records"),
+                                             "comparisons": comps.to_dict("records")}})
     return runs_df, cases_df
 
 

@@ -23,7 +23,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from ..errors import SmartError
 
 __all__ = ["Cell", "Inits", "as_inits", "check_fraction", "check_fractions", "resolve_inits", "grid", "run_cells",
-           "write_outputs", "is_builtin"]
+           "write_outputs", "is_builtin", "seed_case_cis", "comparisons", "PAIRS"]
+
+#: the paired comparisons every study reports: each init against scratch, and SMART against SMIT
+PAIRS = (("*", "scratch"), ("smart", "smit"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,3 +114,61 @@ def write_outputs(out: str | os.PathLike | None, csv: Mapping[str, Iterable[Mapp
 def is_builtin(data: str | os.PathLike | None) -> bool:
     """True for the built-in phantom data (``None`` or ``"builtin"``)."""
     return data is None or str(data) == "builtin"
+
+
+def seed_case_cis(cases: "pd.DataFrame", group: Sequence[str], metric: str, n_boot: int = 2000,
+                  seed: int = 0) -> "pd.DataFrame":
+    """One row per ``group`` value: the metric with a CI that combines seeds and test cases.
+
+    ``cases`` is long (one row per run and test case, with ``seed``, ``case`` and, for ``metric="auc"``,
+    ``y`` / ``score``; else the per-case ``metric`` column). Returns ``group`` columns and
+    ``<metric>, <metric>_lo, <metric>_hi, <metric>_se, n_seeds, n_cases`` from
+    :func:`smartlib.downstream.stats.seed_case_bootstrap` (``_auc`` for AUC).
+    """
+    import pandas as pd
+
+    from .stats import seed_case_bootstrap, seed_case_bootstrap_auc
+
+    rows = []
+    for key, g in cases.groupby(list(group), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        if metric == "auc":
+            wide = g.pivot(index="seed", columns="case", values="score")
+            y = g.drop_duplicates("case").set_index("case").loc[wide.columns, "y"].to_numpy()
+            r = seed_case_bootstrap_auc(y, wide.to_numpy(), n_boot=n_boot, seed=seed)
+        else:
+            r = seed_case_bootstrap(g.pivot(index="seed", columns="case", values=metric).to_numpy(), n_boot=n_boot, seed=seed)
+        rows.append({**dict(zip(group, key)), metric: r["mean"], f"{metric}_lo": r["lo"], f"{metric}_hi": r["hi"],
+                     f"{metric}_se": r["se"], "n_seeds": int(r["n_seeds"]), "n_cases": int(r["n_cases"])})
+    return pd.DataFrame(rows)
+
+
+def comparisons(cases: "pd.DataFrame", group: Sequence[str], metric: str, n_boot: int = 2000,
+                seed: int = 0) -> "pd.DataFrame":
+    """The paired comparisons of :data:`PAIRS` within each ``group`` value, Holm-adjusted within the group.
+
+    Every init is compared with ``scratch`` and ``smart`` with ``smit`` (where present) on the same test
+    cases (:func:`smartlib.downstream.stats.compare_arms`: DeLong for one-seed AUCs, else a paired
+    seeds × cases bootstrap). Returns ``group`` columns and ``arm, reference, test, n_cases, n_seeds,
+    value, value_reference, diff, lo, hi, se, p, p_holm, verdict``.
+    """
+    import pandas as pd
+
+    from .stats import compare_arms, holm
+
+    out = []
+    for key, g in cases.groupby(list(group), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        present = list(dict.fromkeys(g["init"]))
+        parts = []
+        for arm, ref in PAIRS:
+            arms = [a for a in present if a != ref] if arm == "*" else [arm]
+            if ref in present and arms and all(a in present for a in arms):
+                parts.append(compare_arms(g, "init", ref, metric, arms=arms, n_boot=n_boot, seed=seed))
+        if parts:
+            t = pd.concat(parts, ignore_index=True)
+            t["p_holm"] = holm(t["p"].to_numpy())
+            for c, v in zip(group, key):
+                t.insert(list(group).index(c), c, v)
+            out.append(t)
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
