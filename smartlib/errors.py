@@ -14,3 +14,16 @@ class SmartError(ValueError):
     def __init__(self, message: str) -> None:
         # keep it to one line so the CLI prints exactly one line
         super().__init__(" ".join(str(message).split()))
+
+
+class VolumeWarning(UserWarning):
+    """A volume that loads but deserves a look (e.g. a gantry-tilted DICOM series); ``smart data check``
+    lists these as problems."""
+
+
+def short_error(exc: BaseException, limit: int = 160) -> str:
+    """``"ExcType: message"`` on one line, cut to ``limit`` characters (for error messages)."""
+    msg = " ".join(str(exc).split())
+    if len(msg) > limit:
+        msg = msg[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
