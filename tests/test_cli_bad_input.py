@@ -185,3 +185,31 @@ def test_skip_bad_excludes_with_a_listed_warning(tmp_path, capsys, write_nifti):
     lines = (text.out + text.err).splitlines()
     assert any("skipped" in ln and "broken.nii.gz" in ln for ln in lines)
     assert any(ln.startswith("warning") and "tiny.nii.gz" in ln for ln in lines)  # far smaller than the crop: kept, warned
+
+
+def test_export_mismatch_names_the_keys_at_the_cli(tmp_path, capsys, snapshot):
+    from smartlib.config import pretrain_config
+    from smartlib.io import load_torch, save_torch
+    from smartlib.models.smart import SMARTNet, export_encoder
+
+    enc = export_encoder(SMARTNet(heads=False, **pretrain_config("smoke").model_kwargs()), tmp_path / "e.pt")
+    blob = load_torch(enc)
+    blob["encoder"].pop("layers2.0.blocks.0.attn.qkv.weight")
+    blob["encoder"]["layers2.0.blocks.0.attn.qkv.extra"] = torch.zeros(2)
+    save_torch(blob, tmp_path / "bad.pt")
+    snap = snapshot(tmp_path)
+    rc, err = _cli([*FT, "--init", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "out")], capsys)
+    assert rc == 2 and len(err) == 1 and "bad.pt" in err[0]
+    assert "missing layers2.0.blocks.0.attn.qkv.weight" in err[0] and "unexpected layers2.0.blocks.0.attn.qkv.extra" in err[0]
+    snap.assert_unchanged()
+
+
+def test_written_files_respect_the_umask_at_the_cli(tmp_path, write_medmnist):
+    npz = write_medmnist(tmp_path / "nodulemnist3d.npz", side=28, n=(8, 2, 4), n_classes=2)
+    old = os.umask(0o022)
+    try:
+        assert main([*FT, "--out", str(tmp_path / "out"), "--data", str(npz), "--n-boot", "20"]) == 0
+    finally:
+        os.umask(old)
+    for f in (tmp_path / "out").iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f

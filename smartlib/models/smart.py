@@ -213,6 +213,12 @@ def load_encoder(path: str | Path, **overrides: Any) -> SMARTNet:
         if net.sa is not None:
             net.sa.load_state_dict(blob["semantic_attention"], strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise SmartError(f"{path}: weights do not match the architecture ({first})") from None
+        from ..io import describe_key_mismatch
+
+        keys = describe_key_mismatch(net.encoder.state_dict(), {**blob["encoder"], "mask_token": blob["mask_token"]})
+        if not keys and net.sa is not None and blob["semantic_attention"] is not None:
+            keys = describe_key_mismatch(net.sa.state_dict(), blob["semantic_attention"])
+        shapes = [ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln][:3]
+        detail = keys or "; ".join(shapes) or str(exc).strip().splitlines()[-1]
+        raise SmartError(f"{path}: weights do not match the architecture ({detail})") from None
     return net
