@@ -18,6 +18,7 @@ the similarity two unrelated random networks have on these images, the floor to 
 """
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Mapping
@@ -85,8 +86,8 @@ def movement_table(encoders: Mapping[str, str | os.PathLike], images: torch.Tens
         init_sd = {k: v for k, v in initial_encoder(run).state_dict().items()
                    if k in enc_sd and v.shape == enc_sd[k].shape and v.is_floating_point()}
         d = relative_distance({k: enc_sd[k] for k in init_sd}, init_sd)
-        init_net = load_encoder(path, img_size=size, drop_path=0.0)
-        init_net.load_state_dict({**init_net.state_dict(), **init_sd}, strict=True)
+        init_net = copy.deepcopy(enc)
+        init_net.load_state_dict({**enc_sd, **init_sd}, strict=True)
         f = _features(enc, images)
         rows.append({"init": name, "rel_distance_from_init": d["relative_distance"], "identical_share": d["identical_share"],
                      "cka_vs_scratch": linear_cka(f, f_scratch), "cka_vs_init": linear_cka(f, _features(init_net, images)),

@@ -18,17 +18,10 @@ from smartlib.data.manifest import read_manifest
 from smartlib.data.readers import VolumeWarning, dicom_series_issues, load_volume, probe_volume
 from smartlib.data.sources import classify_path, folder_records, medmnist_records, resolve_data
 from smartlib.data.transforms import eval_transforms
-from smartlib.errors import SmartError
+
+from helpers import raises_smart
 
 
-def raises_smart(fn, *args, words=(), **kwargs) -> str:
-    with pytest.raises(SmartError) as ei:
-        fn(*args, **kwargs)
-    msg = str(ei.value)
-    assert "\n" not in msg
-    for w in words:
-        assert w.lower() in msg.lower(), f"{w!r} not in {msg!r}"
-    return msg
 
 
 def _cli(capsys, *argv):

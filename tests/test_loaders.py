@@ -17,18 +17,10 @@ from smartlib.data.checks import check_path, check_record
 from smartlib.data.manifest import read_manifest, read_manifest_rows
 from smartlib.data.readers import find_volumes, load_volume
 from smartlib.data.sources import classify_path, decathlon_records, load_medmnist, medmnist_records, resolve_data
-from smartlib.errors import SmartError
+
+from helpers import raises_smart
 
 
-def raises_smart(fn, *args, words=(), **kwargs) -> str:
-    """Call ``fn``; assert it raises SmartError whose one-line message contains every word."""
-    with pytest.raises(SmartError) as ei:
-        fn(*args, **kwargs)
-    msg = str(ei.value)
-    assert "\n" not in msg
-    for w in words:
-        assert w.lower() in msg.lower(), f"{w!r} not in {msg!r}"
-    return msg
 
 
 # --------------------------------------------------------------------------- good inputs

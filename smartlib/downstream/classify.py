@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -26,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import SmartError
-from ..tasks import prep_for
+from ..tasks import prep_for, task_names
 from ..tasks import task as task_spec
 from .data import label_fraction_indices, load_arrays, split_indices, task_records
 from .features import extract_features, load_init, stack
@@ -68,7 +67,7 @@ def load_classification(task: str, data: str | os.PathLike | None = None, preset
     spec = task_spec(task)
     if spec.kind != "classification":
         raise SmartError(f"task {task!r}: not a classification task (expected one of "
-                         f"{', '.join(t for t in _classification_tasks())})")
+                         f"{', '.join(task_names('classification'))})")
     records, source = task_records(task, data, preset, runs_dir, n=n, seed=data_seed)
     split = split_indices(records, source, seed=data_seed)
     labels = np.array([int(r["label"]) for r in records])
@@ -83,12 +82,6 @@ def load_classification(task: str, data: str | os.PathLike | None = None, preset
     return ClassData(task=task, source=source, images=stack(images), labels=labels,
                      patients=[str(r["patient_id"]) for r in records], split=split, n_classes=n_classes,
                      phantom=is_builtin(data), prep=prep)
-
-
-def _classification_tasks() -> list[str]:
-    from ..tasks import task_names
-
-    return task_names("classification")
 
 
 def _features(f: dict[str, np.ndarray], feature: str) -> np.ndarray:

@@ -31,11 +31,12 @@ def resolve_init(init: str | os.PathLike, preset: str, runs_dir: str | os.PathLi
         return str(pretrained(s, preset, runs_dir, log=log))
     if not Path(s).is_file():
         raise SmartError(f"{s}: encoder checkpoint not found (expected 'scratch', a variant of {', '.join(VARIANTS)}, or an exported encoder .pt)")
-    init_arch(s, preset)  # a file of another format fails here, before any data is prepared
     from ..models.smart import load_encoder
 
-    with torch.random.fork_rng(devices=[]):  # a check only: leave the global generator as it was
-        load_encoder(s)  # weights that do not fit their declared architecture fail here too (strict keys, shapes)
+    # before any data is prepared: a file of another format, or weights that do not fit their declared
+    # architecture (strict keys and shapes), fail here; a check only, so the global generator is kept
+    with torch.random.fork_rng(devices=[]):
+        load_encoder(s)
     return s
 
 

@@ -159,7 +159,8 @@ class SMARTNet(nn.Module):
         With ``prefix=""`` the keys are those of ``SwinUNETR(...).swinViT.state_dict()``, so
         ``swinViT.load_state_dict(sd)`` accepts them with strict key matching; with
         ``prefix="swinViT."`` they are the encoder's entries of ``SwinUNETR(...).state_dict()``
-        (for ``SwinUNETR.load_state_dict(sd, strict=False)``). A ViT encoder has no SwinUNETR form.
+        (load strictly over the model's own state: ``model.load_state_dict({**model.state_dict(), **sd})``,
+        so an unexpected key still fails). A ViT encoder has no SwinUNETR form.
         """
         if self.a.arch != "swin":
             raise SmartError(f"arch={self.a.arch!r}: only a Swin encoder loads into SwinUNETR (export it with format smart)")
