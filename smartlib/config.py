@@ -153,6 +153,7 @@ class PretrainConfig:
             ("embed_dim", self.embed_dim > 0 and self.embed_dim % 12 == 0, "must be a positive multiple of 12"),
             ("depths", len(self.depths) == 4 and all(int(d) >= 1 for d in self.depths), "need four stage depths ≥ 1"),
             ("num_heads", len(self.num_heads) == 4, "need four head counts"),
+            ("window_size", self.window_size >= 1, "must be ≥ 1"),
             ("mask_mode", self.mask_mode in MASK_MODES and self.mask_mode != "given", f"expected one of {', '.join(m for m in MASK_MODES if m != 'given')}"),
             ("mask_ratio", 0 < self.mask_ratio < 1, "must lie in (0, 1)"),
             ("teacher_drop", 0 <= self.teacher_drop < 1, "must lie in [0, 1)"),

@@ -67,9 +67,14 @@ class TaskSpec:
 
 
 _SPLIT_TEST = {"splits": [0.6, 0.0, 0.4]}
-_SMALL_SEG = {"splits": [0.67, 0.0, 0.33], "shape": [48, 48, 48], "spacing": [2.0, 2.0, 2.0], "radius_mm": [12.0, 24.0]}
+#: train / val / test by patient: a validation split for model selection, and ≥ 200 test cases at cpu
+_SPLIT_VAL = {"splits": [0.3, 0.2, 0.5]}
+_SMALL_SEG = {"splits": [0.5, 0.17, 0.33], "shape": [48, 48, 48], "spacing": [2.0, 2.0, 2.0], "radius_mm": [12.0, 24.0]}
 _NATIVE32 = {"roi": 32, "spacing": None}
+#: one grid: downstream crops at the pretraining spacing (2 mm at every preset) and never so small that a Swin
+#: stage's window shrinks (crop edge ≥ 16 × window: 32³ for the window-2 encoders of smoke / cpu, 64³ for paper)
 _CPU2MM = {"roi": 32, "spacing": 2.0}
+_PAPER2MM = {"roi": 64, "spacing": 2.0}
 
 #: every task, in generator order (append only)
 TASKS: dict[str, TaskSpec] = {t.name: t for t in (
@@ -84,9 +89,9 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
         # out) is the switch. Limitation: ground-glass nodules (about −650…−550 HU) fall below the [−500, 500]
         # HU window of the pretraining recipe and are seen as background.
         defaults={"size": 64, "spacing": [1.0, 1.0, 1.0], "rule": "paper", "max_fill": 0.75},
-        sizes={"smoke": 24, "cpu": 120, "paper": 1000},
-        builtin={p: _SPLIT_TEST for p in PRESETS},
-        prep={"smoke": _CPU2MM, "cpu": _CPU2MM, "paper": {"roi": 64, "spacing": 1.0}},
+        sizes={"smoke": 24, "cpu": 400, "paper": 1000},
+        builtin={p: _SPLIT_VAL for p in PRESETS},
+        prep={"smoke": _CPU2MM, "cpu": _CPU2MM, "paper": _PAPER2MM},
     ),
     TaskSpec(
         "response", "classification",
@@ -94,19 +99,20 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
         chapter="04_treatment_response", classes=(0, 1), class_names={0: "no response", 1: "response"},
         defaults={"shape": [64, 64, 64], "spacing": [1.5, 1.5, 1.5], "radius_mm": [8.0, 22.0],
                   "beta": [1.0, 1.5, 1.0], "beta0": 0.0},
-        sizes={"smoke": 24, "cpu": 100, "paper": 200},
-        builtin={p: _SPLIT_TEST for p in PRESETS},
-        prep={"smoke": _CPU2MM, "cpu": _CPU2MM, "paper": {"roi": 64, "spacing": 1.5}},
+        sizes={"smoke": 24, "cpu": 400, "paper": 200},
+        builtin={p: _SPLIT_VAL for p in PRESETS},
+        prep={"smoke": _CPU2MM, "cpu": _CPU2MM, "paper": _PAPER2MM},
     ),
     TaskSpec(
         "segmentation", "segmentation",
         "thorax views with one tumour and its mask; every kernel × slice × contrast subset populated",
         chapter="05_segmentation",
         defaults={"shape": [96, 96, 96], "spacing": [2.0, 2.0, 2.0], "body_scale": 0.7, "radius_mm": [6.0, 20.0]},
-        sizes={"smoke": 6, "cpu": 18, "paper": 60},
-        # smoke / cpu: 48³ at 2 mm with 12–24 mm tumours, so that a 160-step CPU fine-tune learns them
-        builtin={"smoke": _SMALL_SEG, "cpu": _SMALL_SEG, "paper": {"splits": [0.67, 0.0, 0.33]}},
-        prep={"smoke": _CPU2MM, "cpu": _CPU2MM, "paper": {"roi": 64, "spacing": 2.0}},
+        sizes={"smoke": 8, "cpu": 72, "paper": 120},
+        # smoke / cpu: 48³ at 2 mm with 12–24 mm tumours, so that a 160-step CPU fine-tune learns them;
+        # cpu: 36 train / 12 val / 24 test volumes
+        builtin={"smoke": _SMALL_SEG, "cpu": _SMALL_SEG, "paper": {"splits": [0.5, 0.17, 0.33]}},
+        prep={"smoke": _CPU2MM, "cpu": _CPU2MM, "paper": _PAPER2MM},
     ),
     TaskSpec(
         "organs", "classification", "OrganMNIST3D-like crops centred on one of the 11 organs, classes balanced",
@@ -114,8 +120,22 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
         defaults={"size": 32, "per_subject": 3, "fill": 0.8},
         sizes={"smoke": 33, "cpu": 110, "paper": 550},
         builtin={p: _SPLIT_TEST for p in PRESETS},
-        # organ crops keep their own grid (the OrganMNIST3D way)
-        prep={p: _NATIVE32 for p in PRESETS},
+        # organ crops keep their own grid (the OrganMNIST3D way: resized crops, no physical spacing); paper: the
+        # 64³ MedMNIST+ files, since a window-4 encoder's stage-4 window would shrink at 32³
+        prep={"smoke": _NATIVE32, "cpu": _NATIVE32, "paper": {"roi": 64, "spacing": None}},
+    ),
+    TaskSpec(
+        "localisation", "segmentation",
+        "LIDC-IDRI nodule shapes at random offsets in the crop, on the pretraining grid (attention localisation)",
+        chapter="07_attention",
+        # edge = the pretraining img_size at its 2 mm spacing (no resampling); offset_mm = half the edge, so a
+        # nodule can sit anywhere in the crop and a centre-biased map gains nothing (tests/test_registry.py)
+        defaults={"size": 64, "spacing": [2.0, 2.0, 2.0], "rule": "paper", "max_fill": 0.4, "min_mm": 6.0,
+                  "offset_mm": 64.0},
+        sizes={"smoke": 8, "cpu": 24, "paper": 200},
+        builtin={"smoke": _SPLIT_TEST, "cpu": _SPLIT_TEST, "paper": {**_SPLIT_TEST, "size": 128, "offset_mm": 128.0}},
+        prep={"smoke": {"roi": 64, "spacing": 2.0}, "cpu": {"roi": 64, "spacing": 2.0},
+              "paper": {"roi": 128, "spacing": 2.0}},
     ),
 )}
 

@@ -384,12 +384,37 @@ def test_finetune_finds_a_planted_bright_blob():
     from smartlib.downstream.features import load_init
 
     g = torch.Generator().manual_seed(0)
-    xtr, ytr = _blobs(16, g)
+    xtr, ytr = _blobs(24, g)
+    xva, yva = _blobs(16, g)
     xte, yte = _blobs(16, g)
-    net = load_init("scratch", "smoke", 32)
-    p = finetune(net, xtr, ytr, xte, 2, epochs=3, batch_size=8, lr=1e-3, head_lr=1e-2, seed=0)
-    assert p.shape == (16, 2)
+    r = finetune(load_init("scratch", "smoke", 32), xtr, ytr, xte, 2, epochs=6, batch_size=8, lr=1e-3, head_lr=1e-2,
+                 seed=0, x_val=xva, y_val=yva, y_test=yte)
+    p = r.probs
+    assert p.shape == (16, 2) and len(r.history) == 6
     auc = _auc(yte, p[:, 1])
     assert auc >= 0.9, auc
     prior = np.full(16, ytr.mean()) + 1e-6 * np.random.default_rng(0).standard_normal(16)
     assert _auc(yte, prior) < 0.9
+    # the kept epoch is the validation-best one (ties: lower val loss), and its test scores are that epoch's
+    best = max(r.history, key=lambda h: (h["val_score"], -h["val_loss"]))
+    assert r.epoch == best["epoch"] and best["selected"] and sum(h["selected"] for h in r.history) == 1
+    assert _auc(yte, p[:, 1]) == pytest.approx(r.history[r.epoch - 1]["test_auc"])
+    # warm-up: the first epoch's learning rate is below the peak, and the last is decayed towards 0
+    assert r.history[0]["lr"] < 1e-3 and r.history[-1]["lr"] < 0.1 * 1e-3
+
+
+def test_finetune_selection_never_reads_the_test_labels():
+    from smartlib.downstream.classify import finetune
+    from smartlib.downstream.features import load_init
+
+    g = torch.Generator().manual_seed(1)
+    xtr, ytr = _blobs(16, g)
+    xva, yva = _blobs(8, g)
+    xte, yte = _blobs(8, g)
+    kw = dict(epochs=3, batch_size=8, lr=1e-3, head_lr=1e-2, seed=0, x_val=xva, y_val=yva)
+    a = finetune(load_init("scratch", "smoke", 32), xtr, ytr, xte, 2, y_test=yte, **kw)
+    b = finetune(load_init("scratch", "smoke", 32), xtr, ytr, xte, 2, y_test=1 - yte, **kw)
+    assert a.epoch == b.epoch and np.array_equal(a.probs, b.probs)
+    # while the validation labels do decide: flipped validation labels choose by the opposite ranking
+    c = finetune(load_init("scratch", "smoke", 32), xtr, ytr, xte, 2, y_test=yte, **{**kw, "y_val": 1 - yva})
+    assert [h["val_score"] for h in c.history] == pytest.approx([1 - h["val_score"] for h in a.history])

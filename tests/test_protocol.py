@@ -62,3 +62,68 @@ def test_movement_table_sees_a_moved_encoder(tmp_path):
     assert t.loc["v", "rel_distance_from_init"] > 1e-3 and t.loc["v", "identical_share"] < 0.5
     assert t.loc["v", "cka_vs_init"] < 0.999
     assert (t["n_images"] == 6).all()
+
+
+# ---- one grid: the downstream crops never shrink a Swin stage's window
+
+def _windows_seen_by_monai(window: int, img: int) -> list[int]:
+    """Window edges MONAI's own forward uses per stage, read off the token count of each stage's first
+    ``WindowAttention`` call (an independent reference for :func:`stage_windows`)."""
+    from monai.networks.nets.swin_unetr import WindowAttention
+
+    from smartlib.models.swin import MaskedSwinEncoder
+
+    enc = MaskedSwinEncoder(embed_dim=12, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), window_size=window).eval()
+    seen: dict[int, int] = {}
+    hooks = []
+    for k in range(1, 5):
+        att = next(m for m in getattr(enc, f"layers{k}").modules() if isinstance(m, WindowAttention))
+        hooks.append(att.register_forward_hook(lambda m, inp, out, k=k: None if seen.setdefault(k, inp[0].shape[1]) else None))
+    with torch.no_grad():
+        enc(torch.zeros(1, 1, img, img, img))
+    for h in hooks:
+        h.remove()
+    return [round(seen[k] ** (1 / 3)) for k in range(1, 5)]
+
+
+def test_stage_windows_agree_with_monais_forward():
+    from smartlib.models.swin import stage_windows
+
+    # a window-4 encoder at 32³: the stage-4 grid is 2³, MONAI shrinks the window there (the old bug)
+    assert _windows_seen_by_monai(4, 32) == stage_windows(4, 32) == [4, 4, 4, 2]
+    assert _windows_seen_by_monai(4, 64) == stage_windows(4, 64) == [4, 4, 4, 4]
+    assert _windows_seen_by_monai(2, 32) == stage_windows(2, 32) == [2, 2, 2, 2]
+
+
+def test_every_task_grid_keeps_the_pretraining_windows_and_spacing():
+    from smartlib.config import PRESETS
+    from smartlib.models.swin import stage_windows
+    from smartlib.tasks import TASKS, prep_for
+
+    checked = 0
+    for preset in PRESETS:
+        cfg = pretrain_config(preset)
+        assert stage_windows(cfg.window_size, cfg.img_size) == [cfg.window_size] * 4, preset
+        for name, spec in TASKS.items():
+            if spec.kind == "pretraining" or not spec.prep:
+                continue
+            prep = prep_for(name, preset)
+            assert stage_windows(cfg.window_size, prep["roi"]) == [cfg.window_size] * 4, (preset, name, prep)
+            assert prep["roi"] <= cfg.img_size, (preset, name)
+            if prep["spacing"] is not None:  # organ crops are OrganMNIST3D-style resized crops, without spacing
+                assert prep["spacing"] == cfg.spacing, (preset, name, prep)
+            checked += 1
+    assert checked >= 3 * 4
+
+
+def test_a_shrinking_window_is_refused_before_any_model_is_built():
+    import pytest
+
+    from smartlib.downstream.segment import build_swinunetr
+    from smartlib.errors import SmartError
+
+    with pytest.raises(SmartError, match=r"stage-4 window .*4³.* shrink to 2³"):
+        load_init("scratch", "paper", 32)  # paper: window 4, so 32³ crops shrink stage 4
+    with pytest.raises(SmartError, match="stage-4 window"):
+        build_swinunetr("scratch", "paper", roi=32)
+    load_init("scratch", "smoke", 32)  # window 2 at 32³: nothing shrinks

@@ -63,13 +63,13 @@ def test_lookup_errors_name_the_value():
 def test_one_path_scheme_and_preset_parameters(tmp_path):
     m = builtin_manifest("segmentation", "smoke", tmp_path)
     assert m.parent == builtin_dir("segmentation", TASKS["segmentation"].sizes["smoke"], 0, tmp_path)
-    assert m.parent == tmp_path / "data" / "segmentation-n6-seed0"
+    assert m.parent == tmp_path / "data" / "segmentation-n8-seed0"
     with open(m, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 6
+    assert len(rows) == 8
     img = nib.load(str(m.parent / rows[0]["image"]))
     assert img.shape == (48, 48, 48)  # the smoke / cpu segmentation set is 48³ at 2 mm (registry 'builtin')
-    assert {r["split"] for r in rows} <= {"train", "test"}  # val fraction 0 at smoke
+    assert {r["split"] for r in rows} == {"train", "val", "test"}  # a validation split at every preset
 
 
 def test_pretraining_set_follows_the_pretraining_config(tmp_path):
@@ -122,3 +122,22 @@ def test_grid_order_and_failure_writes_nothing(tmp_path):
     study.write_outputs(out, csv={"runs.csv": [{"x": 1}]}, json={"s.json": {"k": [1]}})
     assert (out / "runs.csv").read_text().splitlines() == ["x", "1"] and (out / "s.json").is_file()
     study.write_outputs(None, csv={"never.csv": [{"x": 1}]})
+
+
+def test_localisation_task_is_on_the_pretraining_grid_with_offsets_anywhere():
+    from smartlib.config import pretrain_config
+    from smartlib.data.tasks import TASKS as GEN_TASKS
+    from smartlib.tasks import builtin_params
+
+    assert GEN_TASKS[5] == "localisation"  # appended after the first five, never reordered
+    t = task("localisation")
+    assert t.needs == "mask" and record_kind("localisation") == "segment" and t.chapter == "07_attention"
+    for preset in PRESETS:
+        cfg = pretrain_config(preset)
+        p = {**t.defaults, **builtin_params("localisation", preset)}
+        edge_mm = p["size"] * p["spacing"][0]
+        assert p["size"] == cfg.img_size and p["spacing"] == [cfg.spacing] * 3, preset  # no resampling needed
+        assert prep_for("localisation", preset) == {"roi": cfg.img_size, "spacing": cfg.spacing}, preset
+        assert p["offset_mm"] == edge_mm / 2, preset  # the nodule centre can reach every unit of the crop
+        assert cfg.img_size // 16 >= 4, preset  # at least 4³ mask units to point at
+    assert t.sizes["smoke"] < t.sizes["cpu"] < t.sizes["paper"]

@@ -1,6 +1,7 @@
 """Task sets on disk: manifests, files, splits, caching, atomic regeneration, determinism, errors."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import nibabel as nib
@@ -19,6 +20,7 @@ SMALL = {
     "response": {"shape": [32, 32, 32], "spacing": 2.0},
     "segmentation": {"shape": [32, 32, 32], "spacing": 3.0},
     "organs": {"size": 16},
+    "localisation": {"size": 32, "offset_mm": 24.0},
 }
 EXTRAS = {
     "pretrain": ["view"],
@@ -27,8 +29,9 @@ EXTRAS = {
     "response": ["p_true", "logit", "volume_ml", "irregularity", "heterogeneity"],
     "segmentation": ["tumour_volume_ml", "irregularity", "heterogeneity"],
     "organs": ["organ", "spacing_mm"],
+    "localisation": ["annotation_id", "nodule_id", "malignancy", "volume_mm3", "center_x", "center_y", "center_z"],
 }
-N = {"pretrain": 4, "nodules": 6, "response": 5, "segmentation": 5, "organs": 11}
+N = {"pretrain": 4, "nodules": 6, "response": 5, "segmentation": 5, "organs": 11, "localisation": 4}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -254,3 +257,56 @@ def test_nodules_paper_rule_and_too_many(tmp_path):
     with pytest.raises(SmartError, match="n=50000"):
         make_task("nodules", 50000, 0, tmp_path / "big")
     assert not (tmp_path / "big").exists()
+
+
+# ------------------------------------------------------------------------------ nodules at random offsets
+def _centres_and_centroids(man):
+    rows = read_manifest(man)
+    cen = np.array([[int(r[f"center_{a}"]) for a in "xyz"] for r in rows])
+    cog = np.array([np.argwhere(np.asarray(nib.load(man.parent / r["mask"]).dataobj)).mean(axis=0) for r in rows])
+    return rows, cen, cog
+
+
+def test_offset_centre_stays_in_bound_and_keeps_the_nodule_inside():
+    rng = np.random.default_rng(0)
+    for shape in [(3, 5, 4), (20, 9, 30), (31, 31, 31), (40, 2, 2)]:
+        for _ in range(300):
+            c = tasks._offset_centre(shape, 32, [2.0, 2.0, 2.0], 20.0, rng)
+            for ax in range(3):
+                start = c[ax] - shape[ax] // 2
+                if shape[ax] <= 32:
+                    assert 0 <= start and start + shape[ax] <= 32, (shape, c)  # the whole mask inside
+                    assert abs(c[ax] - 16) <= 10, (shape, c)  # |offset| <= 20 mm = 10 voxels
+                else:
+                    assert c[ax] == 16  # wider than the crop: stays centred
+    assert {tasks._offset_centre((3, 3, 3), 32, [2.0] * 3, 0.0, rng) for _ in range(20)} == {(16, 16, 16)}
+
+
+def test_localisation_offsets_move_the_nodule_and_zero_keeps_it_centred(tmp_path):
+    n, size, off = 6, 32, 24.0
+    rows, cen, cog = _centres_and_centroids(make_task("localisation", n, 0, tmp_path / "off", size=size, offset_mm=off))
+    assert (np.abs(cen - size // 2) <= off / 2.0).all()  # offset bound, in voxels at 2 mm
+    assert cen.std(axis=0).min() > 1.0 and cog.std(axis=0).min() > 1.0  # positive control: the nodules move
+    assert (np.abs(cog - cen) <= 6).all()  # the mask sits at its recorded centre (nodules ≤ 0.4 × 64 mm)
+    for r in rows:
+        assert float(r["volume_mm3"]) >= 8.0  # at least one 2 mm voxel: never empty
+    rows0, cen0, cog0 = _centres_and_centroids(make_task("localisation", n, 0, tmp_path / "zero", size=size, offset_mm=0.0))
+    assert (cen0 == size // 2).all() and (np.abs(cog0 - size // 2) <= 3).all()
+    assert [r["nodule_id"] for r in rows0] == [r["nodule_id"] for r in rows]  # only the position differs
+
+
+def test_nodules_default_is_unchanged_by_the_offset_option(tmp_path):
+    """The nodules set is byte-identical to the one generated before random offsets existed (no new
+    columns, same arrays): pinned hashes of a 4-case set."""
+    man = make_task("nodules", 4, 0, tmp_path / "n", size=32)
+    assert "center_x" not in read_manifest(man)[0]
+    h = hashlib.sha256()
+    for r in read_manifest(man):
+        for col in ("image", "mask"):
+            h.update(np.asarray(nib.load(man.parent / r[col]).dataobj).tobytes())
+    assert hashlib.sha256(man.read_bytes()).hexdigest() == "215b6b9ad3ee2be60e258da31d8dd8c585d85a78aa2a09e1ad29d297d04e515d"
+    assert h.hexdigest() == "8a10f24ba60a193b55ad165694cf9d3dc1f162c98cc8318e50115075f488cac4"
+    with pytest.raises(SmartError, match="offset_mm"):
+        make_task("nodules", 2, 0, tmp_path / "x", offset_mm=10.0)  # the nodules task keeps its centred crops
+    with pytest.raises(SmartError, match="offset_mm"):
+        make_task("localisation", 2, 0, tmp_path / "y", offset_mm=-1.0)

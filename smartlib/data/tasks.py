@@ -113,6 +113,10 @@ def task_params(task: str, n: int, seed: int, **params: Any) -> dict[str, Any]:
             out[k] = _as_float(k, v, -20.0, 20.0)
         elif k in ("zoom_fraction",):
             out[k] = _as_float(k, v, 0.0, 1.0)
+        elif k == "offset_mm":
+            out[k] = _as_float(k, v, 0.0, 1000.0)
+        elif k == "min_mm":
+            out[k] = _as_float(k, v, 0.5, 60.0)
         elif k in ("max_fill", "fill"):
             out[k] = _as_float(k, v, 0.1, 1.0)
         elif k == "body_scale":
@@ -267,8 +271,46 @@ def _gen_pretrain(P: dict, root: Path) -> list[dict]:
     return rows
 
 
+def _offset_centre(shape: tuple[int, ...], size: int, spacing: list[float], offset_mm: float,
+                   rng: np.random.Generator) -> tuple[int, int, int]:
+    """Voxel where a nodule mask of ``shape`` is centred in a ``size``³ crop: the crop centre moved by a
+    per-axis offset ~ U(−offset_mm, offset_mm) (rounded to voxels), clipped so the whole mask stays inside.
+
+    The mask's box starts at ``c − shape // 2`` (:func:`~smartlib.data.phantom.lesions.insert_lesion`), so
+    ``c`` lies in ``[shape // 2, size − shape + shape // 2]``; a mask wider than the crop stays centred.
+    Always draws three numbers from ``rng`` (also for ``offset_mm = 0``).
+    """
+    d = rng.uniform(-1.0, 1.0, 3) * float(offset_mm)
+    out = []
+    for ax in range(3):
+        c = size // 2 + int(np.rint(d[ax] / float(spacing[ax])))
+        lo, hi = shape[ax] // 2, size - shape[ax] + shape[ax] // 2
+        out.append(int(np.clip(c, lo, hi)) if lo <= hi else size // 2)
+    return out[0], out[1], out[2]
+
+
+def _window_at_lung_point(seed: int, size: int, spacing: list[float], centre: tuple[int, int, int],
+                          rng: np.random.Generator) -> list[float]:
+    """Body-frame window centre (mm) that puts voxel ``centre`` of a ``size``³ crop on a random lung point
+    of subject ``seed`` (voxel i lies at ``window + (i − (size − 1) / 2)·spacing``, as in the phantom canvas)."""
+    sp = np.asarray(spacing, float)
+    subj = make_subject(seed, fov_mm=size * sp, body_scale=1.0)
+    p = subj.lung_point_mm(rng)
+    return (p - (np.asarray(centre, float) - (size - 1) / 2.0) * sp).tolist()
+
+
 def _gen_nodules(P: dict, root: Path) -> list[dict]:
+    """Nodule crops (tasks ``nodules`` and ``localisation``; the task name seeds the cases).
+
+    Without ``offset_mm`` in ``P`` (the ``nodules`` task) each nodule is centred in the crop and the window
+    is centred on a random lung point. With ``offset_mm`` (``localisation``) the nodule centre is moved by
+    :func:`_offset_centre` (drawn from the case's own rng after its HU texture) and the window is shifted so
+    that the nodule sits on a random lung point (:func:`_window_at_lung_point`); the centre voxel is recorded
+    as ``center_x, center_y, center_z``.
+    """
+    tname = P["task"]
     size, sp, rule = P["size"], P["spacing"], P["rule"]
+    offset_mm, min_mm = P.get("offset_mm"), P.get("min_mm", 3.0)
     limit_mm = P["max_fill"] * size * min(sp)
     recs = load_annotations()
     pools: dict[int, list] = {0: [], 1: []}
@@ -277,10 +319,10 @@ def _gen_nodules(P: dict, root: Path) -> list[dict]:
         if lab is None:
             continue
         ext = r.extent_mm()
-        if ext.max() > limit_mm or ext.max() < 3.0:
+        if ext.max() > limit_mm or ext.max() < min_mm:
             continue
         pools[lab].append(r)
-    rng = _rng(P["seed"], "nodules", 0)
+    rng = _rng(P["seed"], tname, 0)
     n = P["n"]
     # one annotation per nodule, in a seeded random order, per class
     distinct: dict[int, list] = {}
@@ -293,7 +335,7 @@ def _gen_nodules(P: dict, root: Path) -> list[dict]:
                 seen.add(r.nodule_id)
                 distinct[lab].append(r)
     if n > len(distinct[0]) + len(distinct[1]):
-        raise SmartError(f"nodules: n={n} exceeds the {len(distinct[0]) + len(distinct[1])} LIDC nodules that "
+        raise SmartError(f"{tname}: n={n} exceeds the {len(distinct[0]) + len(distinct[1])} LIDC nodules that "
                          f"fit size={size} at spacing={sp} under rule={rule!r}")
     # half malignant; if a class runs out the other fills up
     n_mal = min(n // 2, len(distinct[1]))
@@ -302,17 +344,19 @@ def _gen_nodules(P: dict, root: Path) -> list[dict]:
     chosen: list[tuple[int, Any]] = [(0, r) for r in distinct[0][:n_ben]] + [(1, r) for r in distinct[1][:n_mal]]
     order = rng.permutation(len(chosen))
     rows = []
-    centre = (size // 2,) * 3
     for i, k in enumerate(order):
         lab, rec = chosen[int(k)]
-        cs = _case_seed(P["seed"], "nodules", i)
+        cs = _case_seed(P["seed"], tname, i)
         hrng = np.random.default_rng(cs)
         mask = rasterise(rec, sp, pad=0)
         hu = nodule_hu(mask, rec.texture, rec.calcification, hrng, sp)
+        centre = (size // 2,) * 3 if offset_mm is None else _offset_centre(mask.shape, size, sp, offset_mm, hrng)
         best = None
         for attempt in range(6):
-            ph = make_phantom((size,) * 3, sp, seed=_case_seed(P["seed"], "nodules", i, attempt), body_scale=1.0,
-                              center_mm="lung", nodules=[NoduleSpec(mask=mask, hu=hu, center=centre)])
+            ps = _case_seed(P["seed"], tname, i, attempt)
+            window = "lung" if offset_mm is None else _window_at_lung_point(ps, size, sp, centre, hrng)
+            ph = make_phantom((size,) * 3, sp, seed=ps, body_scale=1.0,
+                              center_mm=window, nodules=[NoduleSpec(mask=mask, hu=hu, center=centre)])
             frac = ph.lesion.sum() / max(int(mask.sum()), 1)
             if best is None or frac > best[0]:
                 best = (frac, ph)
@@ -326,6 +370,8 @@ def _gen_nodules(P: dict, root: Path) -> list[dict]:
                **_acq_cols(ph.acquisition), "annotation_id": rec.annotation_id, "nodule_id": rec.nodule_id}
         row.update({name: rec.ratings[name] for name in RATING_NAMES})
         row["volume_mm3"] = round(float(ph.lesion.sum()) * float(np.prod(sp)), 2)
+        if offset_mm is not None:
+            row.update({"center_x": centre[0], "center_y": centre[1], "center_z": centre[2]})
         row["phantom_seed"] = ph.meta["seed"]
         rows.append(row)
     return rows
@@ -405,7 +451,7 @@ def _gen_organs(P: dict, root: Path) -> list[dict]:
 
 _GENERATORS: dict[str, Callable[[dict, Path], list[dict]]] = {
     "pretrain": _gen_pretrain, "nodules": _gen_nodules, "response": _gen_response,
-    "segmentation": _gen_segmentation, "organs": _gen_organs,
+    "segmentation": _gen_segmentation, "organs": _gen_organs, "localisation": _gen_nodules,
 }
 
 
@@ -439,6 +485,12 @@ def make_task(task: str, n: int, seed: int, out: str | os.PathLike, **params: An
       the organ spans ``fill`` (0.8) of the crop; ``label`` = index in ``ORGAN_CLASSES``, classes
       balanced; ``per_subject`` (3) organs per phantom subject. ``mask`` = that organ. Extras:
       ``organ, spacing_mm, organ_fraction``.
+    * ``localisation`` — the ``nodules`` generator on the pretraining grid (``size``³ = 64³ at 2 mm;
+      nodules of ``min_mm`` (6) to ``max_fill`` (0.4) of the crop) with the nodule **off centre**: per axis
+      the centre moves by ~U(−``offset_mm``, ``offset_mm``) (64 mm, half the crop edge, so a nodule can sit
+      anywhere), drawn from the case's own rng and clipped so the whole nodule stays inside; the window is
+      shifted so that the nodule lies on a random lung point. ``offset_mm`` = 0 gives centred nodules.
+      Extras: those of ``nodules`` plus ``center_x, center_y, center_z`` (the nodule's centre voxel).
 
     Every task also takes ``splits`` (train, val, test fractions, default 0.6/0.2/0.2), assigned by
     patient so no patient spans splits.

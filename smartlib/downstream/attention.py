@@ -13,7 +13,23 @@ uses) and ``t_k`` the unit tokens — documented as such wherever it is shown.
 * :func:`pointing_game` — hit when the centre voxel of the arg-max *unit* lies inside the lesion
   dilated by ``tolerance`` voxels (a cube, Chebyshev distance; max-pooling the mask). The default
   tolerance of half a unit (8 voxels) is the one-unit tolerance of a map whose resolution is one unit:
-  it is a hit exactly when the arg-max unit's 16³ box touches the lesion.
+  it is a hit exactly when the arg-max unit's 16³ box touches the lesion. With ``ties="mean"`` (what
+  :func:`score_maps` uses) a map with several arg-max units scores the expected hit of a uniformly random
+  pick among them, so a flat map scores exactly :func:`chance_hit_rate`.
+
+**Baselines** (:func:`baseline_maps`), unit maps scored by the same :func:`score_maps` as the encoders':
+
+* **centre prior** — an isotropic Gaussian over the unit grid, peaked at the crop centre, σ = one unit
+  (16 voxels): ``w_k ∝ exp(−‖u_k − c‖² / 2)`` with ``u_k`` the unit index and ``c = (g − 1) / 2`` per axis.
+  It is what a map that ignores the image and looks at the middle scores; on an even grid the 2³ central
+  units tie, so its pointing score is the share of them touching the lesion. On centred lesions it wins
+  the pointing game; on lesions at random offsets it falls to about chance.
+* **uniform** — every unit ``1 / g³``: its mass in the lesion is the lesion's share of the crop and its
+  pointing score the chance hit rate.
+
+The attention study runs on the ``localisation`` task (:data:`smartlib.tasks.TASKS`): nodules at random
+offsets in crops of the pretraining size at the pretraining spacing, so no resampling happens between
+pretraining and scoring.
 
 **Attention distance** (:class:`AttentionDistances`): forward hooks on every MONAI ``WindowAttention``
 of the Swin encoder recompute the attention probabilities from the hook's input exactly as MONAI's
@@ -38,8 +54,12 @@ import torch.nn.functional as F
 from ..errors import SmartError
 from ..models.smart import UNIT
 
-__all__ = ["cls_attention", "upsample_attention", "attention_mass_in_mask", "pointing_game", "localisation", "chance_hit_rate", "attention_study", "window_attention_probs", "window_distances",
-           "AttentionDistances", "attention_distance_entropy", "histogram_entropy"]
+__all__ = ["cls_attention", "upsample_attention", "attention_mass_in_mask", "pointing_game", "localisation", "chance_hit_rate",
+           "centre_prior", "uniform_map", "baseline_maps", "score_maps", "BASELINES", "attention_study",
+           "window_attention_probs", "window_distances", "AttentionDistances", "attention_distance_entropy", "histogram_entropy"]
+
+#: the reference maps scored beside every encoder (rows of the localisation table)
+BASELINES: tuple[str, ...] = ("centre prior", "uniform")
 
 
 @torch.no_grad()
@@ -90,19 +110,32 @@ def _unit_centres(g: int, unit: int) -> torch.Tensor:
     return torch.stack([ii // (g * g), (ii // g) % g, ii % g], dim=1) * unit + unit // 2
 
 
-def pointing_game(attn: torch.Tensor, mask: torch.Tensor, unit: int = UNIT, tolerance: int | None = None) -> torch.Tensor:
-    """Pointing-game hits (B,) bool: the arg-max unit of ``attn`` (B, g, g, g) against ``mask`` (B, S, S, S), S = g·unit.
+def pointing_game(attn: torch.Tensor, mask: torch.Tensor, unit: int = UNIT, tolerance: int | None = None,
+                  ties: str = "first") -> torch.Tensor:
+    """Pointing-game hits of ``attn`` (B, g, g, g) against ``mask`` (B, S, S, S), S = g·unit.
 
     The arg-max unit's centre voxel must lie in the mask dilated by ``tolerance`` voxels (default unit // 2).
-    Ties go to the first unit in C order.
+    ``ties="first"``: the first arg-max unit in C order, (B,) bool. ``ties="mean"``: the mean hit over all
+    units within a relative 1e-6 of the maximum (the expected hit of a random pick among tied units), (B,) float.
     """
+    if ties not in ("first", "mean"):
+        raise SmartError(f"ties={ties!r}: expected 'first' or 'mean'")
+    if attn.ndim != 4 or mask.ndim != 4 or len(attn) != len(mask):
+        raise SmartError(f"attn {tuple(attn.shape)} and mask {tuple(mask.shape)}: expected (B, g, g, g) and (B, S, S, S)")
     b, g = attn.shape[0], attn.shape[1]
     if tuple(mask.shape[1:]) != (g * unit,) * 3:
         raise SmartError(f"mask shape {tuple(mask.shape)}: expected (B, {g * unit}, {g * unit}, {g * unit}) for a {g}³ unit map")
     tol = unit // 2 if tolerance is None else int(tolerance)
     dil = _dilate(mask, tol)
-    idx = _unit_centres(g, unit)[attn.reshape(b, -1).argmax(dim=1)]
-    return dil[torch.arange(b), idx[:, 0], idx[:, 1], idx[:, 2]]
+    c = _unit_centres(g, unit)
+    flat = attn.reshape(b, -1).float()
+    if ties == "first":
+        idx = c[flat.argmax(dim=1)]
+        return dil[torch.arange(b), idx[:, 0], idx[:, 1], idx[:, 2]]
+    top = flat.max(dim=1, keepdim=True).values
+    tied = flat >= top - 1e-6 * top.abs()
+    inside = dil[:, c[:, 0], c[:, 1], c[:, 2]]  # (B, g³): unit centre in the dilated lesion
+    return (tied & inside).sum(dim=1).float() / tied.sum(dim=1).float()
 
 
 def chance_hit_rate(mask: torch.Tensor, g: int, unit: int = UNIT, tolerance: int | None = None) -> torch.Tensor:
@@ -114,16 +147,58 @@ def chance_hit_rate(mask: torch.Tensor, g: int, unit: int = UNIT, tolerance: int
     return dil[:, c[:, 0], c[:, 1], c[:, 2]].float().mean(dim=1)
 
 
+def _check_grid(g: int) -> int:
+    if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1:
+        raise SmartError(f"g={g!r}: the unit grid edge must be a positive integer")
+    return int(g)
+
+
+def centre_prior(g: int, sigma_units: float = 1.0) -> torch.Tensor:
+    """Centre-prior unit map (g, g, g), summing to 1: ``exp(−‖u − (g − 1)/2‖² / (2σ²))`` over unit indices u.
+
+    The default σ of one unit (16 voxels) puts 39 % of a 4³ grid's weight (35 % of an 8³ grid's) on its 2³
+    central units.
+    """
+    g = _check_grid(g)
+    if not (isinstance(sigma_units, (int, float, np.floating)) and math.isfinite(sigma_units) and sigma_units > 0):
+        raise SmartError(f"sigma_units={sigma_units!r}: must be a positive number")
+    u = torch.arange(g, dtype=torch.float64) - (g - 1) / 2.0
+    d2 = u[:, None, None] ** 2 + u[None, :, None] ** 2 + u[None, None, :] ** 2
+    w = torch.exp(-d2 / (2.0 * float(sigma_units) ** 2))
+    return (w / w.sum()).float()
+
+
+def uniform_map(g: int) -> torch.Tensor:
+    """Uniform unit map (g, g, g): every unit ``1 / g³``."""
+    g = _check_grid(g)
+    return torch.full((g, g, g), 1.0 / g ** 3)
+
+
+def baseline_maps(n: int, g: int) -> dict[str, torch.Tensor]:
+    """The :data:`BASELINES` as unit maps for n cases: name → (n, g, g, g)."""
+    return {"centre prior": centre_prior(g).expand(n, g, g, g).clone(), "uniform": uniform_map(g).expand(n, g, g, g).clone()}
+
+
+def score_maps(attn: torch.Tensor, masks: torch.Tensor, unit: int = UNIT) -> dict[str, torch.Tensor]:
+    """Localisation scores of unit maps ``attn`` (B, g, g, g) against lesion masks (B, S, S, S), S = g·unit.
+
+    The one scorer of encoders and baselines alike: ``attn_vox`` (B, S, S, S) from :func:`upsample_attention`,
+    ``mass`` (B,) from :func:`attention_mass_in_mask`, ``hit`` (B,) float from :func:`pointing_game` with
+    ``ties="mean"``.
+    """
+    vox = upsample_attention(attn, masks.shape[-3:])
+    return {"attn_vox": vox, "mass": attention_mass_in_mask(vox, masks),
+            "hit": pointing_game(attn, masks, unit, ties="mean")}
+
+
 def localisation(net: torch.nn.Module, images: torch.Tensor, masks: torch.Tensor) -> dict:
     """[CLS] maps and localisation scores of images (B, 1, S, S, S) with lesion masks (B, 1, S, S, S).
 
-    Returns ``attn`` (B, g, g, g), ``attn_vox`` (B, S, S, S), ``mass`` (B,), ``hit`` (B,), ``proxy`` (bool).
+    Returns ``attn`` (B, g, g, g), ``attn_vox`` (B, S, S, S), ``mass`` (B,), ``hit`` (B,) float (see
+    :func:`score_maps`), ``proxy`` (bool).
     """
     attn, proxy = cls_attention(net, images)
-    vox = upsample_attention(attn, images.shape[-1])
-    m = masks[:, 0]
-    return {"attn": attn, "attn_vox": vox, "mass": attention_mass_in_mask(vox, m), "hit": pointing_game(attn, m),
-            "proxy": proxy}
+    return {"attn": attn, **score_maps(attn, masks[:, 0]), "proxy": proxy}
 
 
 def histogram_entropy(values: np.ndarray, bins: int, upper: float) -> float:
@@ -238,32 +313,56 @@ def attention_distance_entropy(net: torch.nn.Module, images: torch.Tensor, bins:
     return pd.DataFrame(rows)
 
 
+def _summary_row(init: str, proxy: bool, mass: torch.Tensor, hit: torch.Tensor, lesion_share: float, chance: float) -> dict:
+    return {"init": init, "baseline": init in BASELINES, "proxy": bool(proxy), "n": len(mass),
+            "mass_mean": float(mass.mean()), "mass_sd": float(mass.std(unbiased=False)),
+            "hit_rate": float(hit.float().mean()), "lesion_share": lesion_share, "chance_hit": chance}
+
+
 def attention_study(inits, *, preset: str = "cpu", runs_dir="runs", out=None, data=None, n_cases: int = 12,
-                    img_size: int | None = None, bins: int = 16, n: int | None = None, data_seed: int = 0, log=print) -> dict:
-    """Localisation and attention-distance entropy of each init on lesion crops with masks.
+                    img_size: int | None = None, bins: int = 16, n: int | None = None, data_seed: int = 0,
+                    n_boot: int = 2000, log=print) -> dict:
+    """Localisation and attention-distance entropy of each init on lesion crops with masks, beside the baselines.
 
-    Uses the test split of the ``nodules`` set (or a manifest with masks), first ``n_cases`` cases, at the
-    crop's native grid, centre-cropped / padded to ``img_size`` (default: the preset's pretraining size).
+    Data: the ``localisation`` set (nodules at random offsets, on the pretraining grid) or a manifest with
+    masks (``data``), its first ``n_cases`` cases of any split (no model is fitted here), resampled to the
+    pretraining spacing and centre-cropped / padded to ``img_size`` (default: the task's ``prep`` roi, the
+    preset's pretraining size) — for the built-in set both are its native grid.
 
-    Returns a dict with ``localisation`` (DataFrame: init, proxy, n, mass_mean, mass_sd, hit_rate, lesion_share,
-    chance_hit), ``entropy`` (DataFrame: init, stage, head, entropy, mean_distance, …), ``images`` and ``masks``
-    (N, S, S, S) and ``maps`` (init → (N, S, S, S) voxel attention). With ``out``: ``localisation.csv``,
-    ``entropy.csv``, ``attention.json``.
+    Every init's [CLS] map and the :data:`BASELINES` are scored by :func:`score_maps`; each init is compared
+    with the centre prior per case (paired bootstrap over cases, Holm over the inits within each metric:
+    :func:`smartlib.downstream.stats.compare_arms` with ``n_boot`` resamples).
+
+    Returns a dict with ``localisation`` (DataFrame, one row per init then per baseline: init, baseline, proxy,
+    n, mass_mean, mass_sd, hit_rate, lesion_share, chance_hit), ``comparisons`` (compare_arms rows, metric
+    ``mass`` / ``hit``, reference "centre prior"), ``cases`` (init, case, mass, hit), ``entropy`` (DataFrame:
+    init, stage, head, entropy, mean_distance, …), ``images`` and ``masks`` (N, S, S, S), ``maps`` (init →
+    (N, S, S, S) voxel attention, encoders only) and ``grid`` (img_size, spacing, units). With ``out``:
+    ``localisation.csv``, ``comparisons.csv``, ``cases.csv``, ``entropy.csv``, ``attention.json``.
     """
     import pandas as pd
 
     from ..config import pretrain_config
-    from ..tasks import split_fractions
-    from .data import load_arrays, split_indices, task_records
+    from ..tasks import prep_for
+    from .data import load_arrays, task_records
     from .features import load_init, stack
-    from .study import grid, is_builtin, resolve_inits, run_cells, write_outputs
+    from .stats import compare_arms
+    from .study import as_inits, grid, is_builtin, resolve_inits, run_cells, write_outputs
 
+    if isinstance(n_cases, bool) or not isinstance(n_cases, (int, np.integer)) or n_cases < 1:
+        raise SmartError(f"n_cases={n_cases!r}: must be a positive integer")
+    taken = [name for name in as_inits(inits) if name in BASELINES]
+    if taken:
+        raise SmartError(f"init name {taken[0]!r} is taken by a baseline ({', '.join(BASELINES)}); rename it")
     inits_r = resolve_inits(inits, preset, runs_dir, log=log)
-    size = img_size or pretrain_config(preset).img_size
-    records, source = task_records("nodules", data, preset, runs_dir, n=n, seed=data_seed)
-    split = split_indices(records, source, fractions=split_fractions("nodules", preset), seed=data_seed)
-    chosen = [records[i] for i in split["test"][:n_cases]]
-    images, masks = load_arrays(chosen, size, None, with_mask=True)
+    cfg = pretrain_config(preset)
+    prep = prep_for("localisation", preset, roi=img_size)
+    size, spacing = prep["roi"], prep["spacing"]
+    if size != cfg.img_size or spacing != cfg.spacing:
+        log(f"attention: scored at {size}³ × {spacing} mm, pretraining used {cfg.img_size}³ × {cfg.spacing} mm")
+    records, source = task_records("localisation", data, preset, runs_dir, n=n, seed=data_seed)
+    chosen = records[:n_cases]
+    images, masks = load_arrays(chosen, size, spacing, with_mask=True)
     x, m = stack(images), stack(masks)
     if not (m.sum(dim=(1, 2, 3, 4)) > 0).all():
         raise SmartError(f"{source}: a chosen case has an empty lesion mask after cropping to {size}³")
@@ -271,24 +370,44 @@ def attention_study(inits, *, preset: str = "cpu", runs_dir="runs", out=None, da
     lesion_share = float((m[:, 0] > 0).float().mean(dim=(1, 2, 3)).mean())
     chance = float(chance_hit_rate(m[:, 0], g).mean())
     maps: dict[str, np.ndarray] = {}
+    cases: list[dict] = []
+
+    def add_cases(init: str, r: dict) -> None:
+        cases.extend({"init": init, "seed": 0, "case": i, "mass": float(r["mass"][i]), "hit": float(r["hit"][i])}
+                     for i in range(len(x)))
 
     def run_one(c) -> tuple[dict, "pd.DataFrame"]:
         net = load_init(c.path, preset, size, seed=0)
         r = localisation(net, x, m)
         maps[c.init] = r["attn_vox"].numpy()
-        row = {"init": c.init, "proxy": bool(r["proxy"]), "n": len(x), "mass_mean": float(r["mass"].mean()),
-               "mass_sd": float(r["mass"].std(unbiased=False)), "hit_rate": float(r["hit"].float().mean()),
-               "lesion_share": lesion_share, "chance_hit": chance}
+        add_cases(c.init, r)
+        row = _summary_row(c.init, r["proxy"], r["mass"], r["hit"], lesion_share, chance)
         ent = attention_distance_entropy(net, x, bins=bins)
         ent.insert(0, "init", c.init)
-        log(f"attention {c.init}: mass in lesion {row['mass_mean']:.3f}, hit rate {row['hit_rate']:.2f}"
+        log(f"attention {c.init}: mass in lesion {row['mass_mean']:.4f}, hit rate {row['hit_rate']:.2f}"
             + (" (mean-token proxy)" if r["proxy"] else ""))
         return row, ent
 
     done = run_cells(grid(inits_r), run_one)
-    loc, ent = pd.DataFrame([d[0] for d in done]), pd.concat([d[1] for d in done], ignore_index=True)
-    write_outputs(out, csv={"localisation.csv": loc.to_dict("records"), "entropy.csv": ent.to_dict("records")},
-                  json={"attention.json": {"source": source, "phantom": is_builtin(data),
-                                           "preset": preset, "img_size": size, "bins": bins, "inits": inits_r.specs,
-                                           "localisation": loc.to_dict("records"), "entropy": ent.to_dict("records")}})
-    return {"localisation": loc, "entropy": ent, "images": x[:, 0].numpy(), "masks": m[:, 0].numpy(), "maps": maps}
+    rows = [d[0] for d in done]
+    for name, a in baseline_maps(len(x), g).items():
+        r = score_maps(a, m[:, 0])
+        add_cases(name, r)
+        rows.append(_summary_row(name, False, r["mass"], r["hit"], lesion_share, chance))
+        log(f"attention {name} (baseline): mass in lesion {rows[-1]['mass_mean']:.4f}, hit rate {rows[-1]['hit_rate']:.2f}")
+    loc = pd.DataFrame(rows)
+    ent = pd.concat([d[1] for d in done], ignore_index=True)
+    case_df = pd.DataFrame(cases)
+    enc = list(inits_r.specs)
+    comp = pd.concat([compare_arms(case_df, "init", "centre prior", metric, arms=enc, n_boot=n_boot, seed=data_seed)
+                      for metric in ("hit", "mass")], ignore_index=True)
+    grid_info = {"img_size": size, "spacing": spacing, "units": g, "pretrain_img_size": cfg.img_size,
+                 "pretrain_spacing": cfg.spacing}
+    write_outputs(out, csv={"localisation.csv": loc.to_dict("records"), "comparisons.csv": comp.to_dict("records"),
+                            "cases.csv": case_df.to_dict("records"), "entropy.csv": ent.to_dict("records")},
+                  json={"attention.json": {"source": source, "phantom": is_builtin(data), "preset": preset, **grid_info,
+                                           "bins": bins, "inits": inits_r.specs, "baselines": list(BASELINES),
+                                           "localisation": loc.to_dict("records"), "comparisons": comp.to_dict("records"),
+                                           "entropy": ent.to_dict("records")}})
+    return {"localisation": loc, "comparisons": comp, "cases": case_df, "entropy": ent, "images": x[:, 0].numpy(),
+            "masks": m[:, 0].numpy(), "maps": maps, "grid": grid_info}

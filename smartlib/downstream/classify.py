@@ -25,14 +25,15 @@ import torch
 import torch.nn as nn
 
 from ..errors import SmartError
-from ..tasks import prep_for, task_names
+from ..tasks import prep_for, split_fractions, task_names
 from ..tasks import task as task_spec
 from .data import label_fraction_indices, load_arrays, split_indices, task_records
 from .features import extract_features, load_init, stack
 from .metrics import metrics_with_ci
+from .selection import PROBE_CS, fold_splits, select_probe_C
 from .study import Cell, check_fractions, comparisons, is_builtin, resolve_inits, run_cells, seed_case_cis, write_outputs
 
-__all__ = ["ClassData", "load_classification", "linear_probe", "FineTuneClassifier", "finetune",
+__all__ = ["ClassData", "load_classification", "linear_probe", "FineTuneClassifier", "FineTuned", "finetune", "warmup_cosine",
            "classification_study", "summarise", "METRICS"]
 
 METRICS = ("auc", "accuracy", "balanced_accuracy")
@@ -69,7 +70,7 @@ def load_classification(task: str, data: str | os.PathLike | None = None, preset
         raise SmartError(f"task {task!r}: not a classification task (expected one of "
                          f"{', '.join(task_names('classification'))})")
     records, source = task_records(task, data, preset, runs_dir, n=n, seed=data_seed)
-    split = split_indices(records, source, seed=data_seed)
+    split = split_indices(records, source, fractions=split_fractions(task, preset), seed=data_seed)
     labels = np.array([int(r["label"]) for r in records])
     train_classes = sorted(set(labels[split["train"]].tolist()))
     if len(train_classes) < 2:
@@ -132,32 +133,76 @@ def _flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.flip(x, dims) if dims else x
 
 
+@dataclasses.dataclass
+class FineTuned:
+    """What :func:`finetune` returns: ``probs`` (m, K) test probabilities at the selected ``epoch``
+    (1-based), and ``history``: one row per epoch — ``epoch, lr, train_loss`` (mean over the epoch's
+    minibatches), ``val_loss, val_score, val_metric`` (when a validation set is given), ``test_auc``
+    (when ``y_test`` is given: logged for the curves, never used to choose), ``selected``."""
+
+    probs: np.ndarray
+    epoch: int
+    history: list[dict]
+
+
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> np.ndarray:
+    model.eval()
+    out = [torch.softmax(model(x[i:i + batch_size]).float(), dim=1) for i in range(0, len(x), batch_size)]
+    model.train()
+    return torch.cat(out).numpy()
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor: linear warm-up from 1/warmup to 1 over ``warmup`` steps, then cosine to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(total - warmup, 1)
+    return 0.5 * (1.0 + float(np.cos(np.pi * min(t, 1.0))))
+
+
 def finetune(net: nn.Module, x_train: torch.Tensor, y_train: np.ndarray, x_test: torch.Tensor, n_classes: int,
              epochs: int = 5, batch_size: int = 8, lr: float = 3e-4, head_lr: float = 1e-3,
-             weight_decay: float = 0.05, seed: int = 0, progress: bool = False) -> np.ndarray:
-    """Fine-tune ``net`` with a new head; return test class probabilities (m, n_classes).
+             weight_decay: float = 0.05, seed: int = 0, progress: bool = False, warmup: float = 0.1,
+             x_val: torch.Tensor | None = None, y_val: np.ndarray | None = None,
+             y_test: np.ndarray | None = None) -> FineTuned:
+    """Fine-tune ``net`` with a new head; the epoch is chosen on the validation set.
 
-    Args: x_train (n, 1, S, S, S), y_train (n,), x_test (m, 1, S, S, S). AdamW with ``lr`` on the encoder and
-    ``head_lr`` on the head, cosine decay over ``epochs`` × ⌈n / batch_size⌉ steps. ``progress``: a tqdm bar of the steps.
+    Args: x_train (n, 1, S, S, S), y_train (n,), x_test (m, 1, S, S, S); x_val / y_val (v, ...) the
+    held-out patients that choose the epoch (the best :func:`smartlib.downstream.selection.val_score`,
+    ties to the lower validation loss; none: the last epoch); y_test (m,) only to log the test AUC per epoch for the curves. AdamW with ``lr`` on
+    the encoder and ``head_lr`` on the head; linear warm-up over the first ``warmup`` fraction of the
+    ``epochs`` × ⌈n / batch_size⌉ steps, then cosine decay. ``progress``: a tqdm bar of the steps.
     """
     from tqdm.auto import tqdm
 
     from ..seed import seed_everything
+    from .metrics import classification_metrics
+    from .selection import val_score
 
     if epochs < 1:
         raise SmartError(f"epochs={epochs}: must be >= 1")
+    if not 0 <= warmup < 1:
+        raise SmartError(f"warmup={warmup}: must lie in [0, 1)")
+    if (x_val is None) != (y_val is None):
+        raise SmartError("finetune: give both x_val and y_val, or neither")
     seed_everything(seed)
     model = FineTuneClassifier(net, n_classes)
     opt = torch.optim.AdamW([{"params": model.net.parameters(), "lr": lr},
                              {"params": model.head.parameters(), "lr": head_lr}], weight_decay=weight_decay)
-    steps = epochs * int(np.ceil(len(x_train) / batch_size))
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(steps, 1))
+    per_epoch = int(np.ceil(len(x_train) / batch_size))
+    steps = epochs * per_epoch
+    n_warm = int(round(warmup * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: warmup_cosine(i, steps, n_warm))
     y = torch.as_tensor(np.asarray(y_train), dtype=torch.long)
     g = torch.Generator().manual_seed(seed)
     model.train()
     bar = tqdm(total=steps, desc="fine-tuning", unit="step", disable=not progress, dynamic_ncols=True)
-    for _ in range(epochs):
+    history: list[dict] = []
+    best: tuple[tuple[float, float], int, np.ndarray] | None = None
+    for epoch in range(1, epochs + 1):
         order = torch.randperm(len(x_train), generator=g)
+        losses = []
         for i in range(0, len(order), batch_size):
             idx = order[i:i + batch_size]
             loss = nn.functional.cross_entropy(model(_flip(x_train[idx], g)), y[idx])
@@ -165,12 +210,29 @@ def finetune(net: nn.Module, x_train: torch.Tensor, y_train: np.ndarray, x_test:
             loss.backward()
             opt.step()
             sched.step()
+            losses.append(float(loss.detach()))
             bar.update(1)
+        row: dict = {"epoch": epoch, "lr": float(opt.param_groups[0]["lr"]), "train_loss": float(np.mean(losses))}
+        probs = _predict(model, x_test, batch_size)
+        if x_val is not None:
+            pv = _predict(model, x_val, batch_size)
+            yv = np.asarray(y_val).astype(int)
+            row["val_loss"] = float(-np.log(np.clip(pv[np.arange(len(yv)), yv], 1e-7, 1.0)).mean())
+            row["val_score"], row["val_metric"] = val_score(yv, pv)
+        if y_test is not None:
+            yt = np.asarray(y_test)
+            row["test_auc"] = classification_metrics(yt, probs if n_classes > 2 else probs[:, 1])["auc"]
+        # the best validation score, ties broken by the lower validation loss, then the earlier epoch;
+        # no validation set: the last epoch
+        score = (row["val_score"], -row["val_loss"]) if "val_score" in row else (float(epoch), 0.0)
+        if best is None or score > best[0]:
+            best = (score, epoch, probs)
+        history.append(row)
     bar.close()
     model.eval()
-    with torch.no_grad():
-        probs = [torch.softmax(model(x_test[i:i + batch_size]), dim=1) for i in range(0, len(x_test), batch_size)]
-    return torch.cat(probs).numpy()
+    for row in history:
+        row["selected"] = row["epoch"] == best[1]
+    return FineTuned(probs=best[2], epoch=best[1], history=history)
 
 
 def classification_study(task: str, inits: Mapping[str, str] | Sequence[str] | str, *, preset: str = "cpu",
@@ -181,6 +243,7 @@ def classification_study(task: str, inits: Mapping[str, str] | Sequence[str] | s
                          epochs: int = 5, n_boot: int = 1000,
                          roi: int | None = None, spacing: float | None | str = "default", n: int | None = None,
                          data_seed: int = 0, batch_size: int = 8, lr: float = 3e-4, feature: str = "both",
+                         warmup: float = 0.1, folds: int = 0, Cs: Sequence[float] = PROBE_CS,
                          dataset: ClassData | None = None, log: Callable[[str], None] = print,
                          progress: bool = False) -> "pd.DataFrame":
     """Run every (init × mode × fraction × seed) classification and return one row per run.
@@ -191,9 +254,14 @@ def classification_study(task: str, inits: Mapping[str, str] | Sequence[str] | s
         modes: any of ``probe``, ``finetune``; ``finetune_fractions`` / ``finetune_seeds`` restrict fine-tuning
             to those fractions / seeds (default: all of ``fractions`` / ``seeds``).
         dataset: a :class:`ClassData` already loaded (the notebooks load once, study many times).
+        folds: 0 selects the probe's C (from ``Cs``) and the fine-tuning epoch on the validation split;
+            k ≥ 2 uses k-fold CV on train + val and averages the k models' test predictions
+            (:mod:`smartlib.downstream.selection`). No validation split and ``folds`` 0: C = 1, last epoch.
+        warmup: fine-tuning warm-up, a fraction of the steps.
 
-    Row columns: ``task, init, mode, fraction, seed, n_train, n_test`` and each metric with ``_lo``/``_hi``,
-    ``seconds``. Nothing is written when ``out`` is None; otherwise the files listed in the module docstring
+    Row columns: ``task, init, mode, fraction, seed, n_train, n_val, n_test``, each metric with ``_lo``/``_hi``,
+    ``selected`` (the chosen C or epoch, one per fold joined by ``;``), ``val_score``, ``val_metric``,
+    ``seconds``. ``curves.csv`` holds the fine-tuning history (train loss, val score, test AUC per epoch). Nothing is written when ``out`` is None; otherwise the files listed in the module docstring
     (all atomically, after every run has finished: a failure leaves no partial results).
     """
     import pandas as pd
@@ -211,30 +279,55 @@ def classification_study(task: str, inits: Mapping[str, str] | Sequence[str] | s
     cells = [Cell(name, path, f, s, mode) for name, path in inits_r.paths.items() for mode in modes for f in fractions
              if mode == "probe" or f in ft_fractions
              for s in (seeds if mode == "probe" or finetune_seeds is None else finetune_seeds)]
+    splits = fold_splits(tr, ds.split["val"], ds.labels.tolist(), ds.patients, folds=folds, seed=data_seed)
     feats: dict[tuple[str, int], np.ndarray] = {}  # frozen features, once per pretrained init / scratch seed
     preds: list[dict] = []
+    curves: list[dict] = []
 
     def run_one(c: Cell) -> dict:
         t0 = time.time()
-        keep = label_fraction_indices(tr, ds.labels.tolist(), ds.patients, c.fraction, seed=c.seed)
-        if len(set(ds.labels[keep].tolist())) < 2:
-            raise SmartError(f"{ds.source}: label fraction {c.fraction} leaves a single class in the training split")
-        if c.mode == "probe":
-            key = (c.init, c.seed if c.path == "scratch" else 0)  # every scratch seed is its own random encoder
-            if key not in feats:
-                feats[key] = _features(extract_features(load_init(c.path, preset, ds.prep["roi"], seed=key[1]), ds.images,
-                                                        batch_size, progress=progress), feature)
-            scores = linear_probe(feats[key][keep], ds.labels[keep], feats[key][te], ds.n_classes, seed=c.seed)
-        else:
-            net = load_init(c.path, preset, ds.prep["roi"], seed=c.seed)
-            scores = finetune(net, ds.images[keep], ds.labels[keep], x_test, ds.n_classes, epochs=epochs,
-                              batch_size=batch_size, lr=lr, seed=c.seed, progress=progress)
+        probs, chosen, vals, n_train, metric = [], [], [], [], ""
+        for k, (f_tr, f_va) in enumerate(splits):
+            keep = label_fraction_indices(f_tr, ds.labels.tolist(), ds.patients, c.fraction, seed=c.seed)
+            if len(set(ds.labels[keep].tolist())) < 2:
+                raise SmartError(f"{ds.source}: label fraction {c.fraction} leaves a single class in the training split")
+            n_train.append(len(keep))
+            if c.mode == "probe":
+                key = (c.init, c.seed if c.path == "scratch" else 0)  # every scratch seed is its own random encoder
+                if key not in feats:
+                    feats[key] = _features(extract_features(load_init(c.path, preset, ds.prep["roi"], seed=key[1]), ds.images,
+                                                            batch_size, progress=progress), feature)
+                f = feats[key]
+                C, table = (select_probe_C(f[keep], ds.labels[keep], f[f_va], ds.labels[f_va], ds.n_classes, Cs, seed=c.seed)
+                            if len(f_va) else (1.0, []))
+                best = next((r for r in table if r["C"] == C), {})
+                probs.append(linear_probe(f[keep], ds.labels[keep], f[te], ds.n_classes, seed=c.seed, C=C))
+                chosen.append(C)
+                vals.append(best.get("score", float("nan")))
+                metric = best.get("metric", "")
+            else:
+                net = load_init(c.path, preset, ds.prep["roi"], seed=c.seed)
+                ft = finetune(net, ds.images[keep], ds.labels[keep], x_test, ds.n_classes, epochs=epochs, batch_size=batch_size,
+                              lr=lr, seed=c.seed, progress=progress, warmup=warmup,
+                              x_val=ds.images[f_va] if len(f_va) else None, y_val=ds.labels[f_va] if len(f_va) else None,
+                              y_test=y_test)
+                probs.append(ft.probs)
+                chosen.append(ft.epoch)
+                sel = ft.history[ft.epoch - 1]
+                vals.append(sel.get("val_score", float("nan")))
+                metric = sel.get("val_metric", "")
+                curves.extend({"init": c.init, "mode": c.mode, "fraction": c.fraction, "seed": c.seed, "fold": k, **h}
+                              for h in ft.history)
+        scores = np.mean(probs, axis=0)  # one split: its predictions; k folds: the k models averaged
         m = metrics_with_ci(y_test, scores if ds.n_classes > 2 else scores[:, 1], n_boot=n_boot, seed=c.seed)
-        row = {"task": task, "init": c.init, "mode": c.mode, "fraction": c.fraction, "seed": c.seed, "n_train": len(keep),
-               "n_test": len(te), **m, "seconds": round(time.time() - t0, 2)}
+        row = {"task": task, "init": c.init, "mode": c.mode, "fraction": c.fraction, "seed": c.seed,
+               "n_train": int(np.mean(n_train)), "n_val": int(np.mean([len(v) for _, v in splits])), "n_test": len(te), **m,
+               "selected": ";".join(f"{v:g}" for v in chosen), "val_score": float(np.nanmean(vals)) if len(f_va) else float("nan"),
+               "val_metric": metric, "seconds": round(time.time() - t0, 2)}
+        what = "C" if c.mode == "probe" else "epoch"
         log(f"{task} {c.init} {c.mode} fraction={c.fraction} seed={c.seed}: AUC {m['auc']:.3f} "
-            f"[{m['auc_lo']:.3f}, {m['auc_hi']:.3f}] acc {m['accuracy']:.3f} ({row['seconds']:.1f} s)"
-            + (f" — {m['auc_note']}" if "auc_note" in m else ""))
+            f"[{m['auc_lo']:.3f}, {m['auc_hi']:.3f}] acc {m['accuracy']:.3f}, {what} {row['selected']} "
+            f"({row['seconds']:.1f} s)" + (f" — {m['auc_note']}" if "auc_note" in m else ""))
         for k, i in enumerate(te):
             preds.append({"init": c.init, "mode": c.mode, "fraction": c.fraction, "seed": c.seed, "case": k,
                           "patient_id": ds.patients[i], "label": int(ds.labels[i]),
@@ -251,9 +344,11 @@ def classification_study(task: str, inits: Mapping[str, str] | Sequence[str] | s
                 cis.drop(columns=["auc", "n_seeds"]), on=["init", "mode", "fraction"], how="left")
             comps = comparisons(long, ["mode", "fraction"], "auc", n_boot=n_boot)
         write_outputs(out, csv={"predictions.csv": preds, "results.csv": results.to_dict("records"),
-                                "summary.csv": summary.to_dict("records"), "comparisons.csv": comps.to_dict("records")},
+                                "summary.csv": summary.to_dict("records"), "comparisons.csv": comps.to_dict("records"),
+                                "curves.csv": curves},
                       json={"summary.json": {"task": task, "source": ds.source, "phantom": ds.phantom, "preset": preset,
-                                             "n_train": int(len(tr)), "n_test": int(len(te)), "prep": ds.prep,
+                                             "n_train": int(len(tr)), "n_val": int(len(ds.split["val"])), "n_test": int(len(te)),
+                                             "prep": ds.prep, "folds": folds, "warmup": warmup, "probe_Cs": [float(c) for c in Cs],
                                              "inits": inits_r.specs, "n_boot": n_boot, "epochs": epochs,
                                              "summary": summary.to_dict("records"), "runs": results.to_dict("records"),
                                              "comparisons": comps.to_dict("records")}})

@@ -60,18 +60,24 @@ def load_init(init: str, preset: str, img_size: int, seed: int = 0):
     ``init`` is ``"scratch"`` (preset architecture, weights drawn from the ``"scratch"`` stream of ``seed``,
     :func:`smartlib.seed.stream_seed`, so they never equal a pretraining run's initial weights) or an
     export path (strict loading; a file of another format or whose weights do not fit its declared
-    architecture is a SmartError).
+    architecture is a SmartError). A Swin whose stage windows would shrink at ``img_size``³
+    (:func:`smartlib.models.swin.check_windows`) is refused: its learned relative-position biases
+    would be applied at the wrong offsets.
     """
-    from ..config import pretrain_config
     from ..models.smart import SMARTNet, load_encoder
     from ..seed import seed_everything, stream_seed
 
+    from ..models.swin import check_windows
+
+    arch = init_arch(init, preset)
+    if arch.get("arch", "swin") == "swin":  # one grid: no stage may see a smaller window than in pretraining
+        check_windows(int(arch["window_size"]), img_size, what=f"{init}: crops")
     if init == "scratch":
         seed_everything(stream_seed(seed, "scratch"))
-        kw = {**pretrain_config(preset).model_kwargs(), "img_size": img_size, "drop_path": 0.0}
+        kw = {**arch, "img_size": img_size, "drop_path": 0.0}
         return SMARTNet(heads=False, **kw)
     overrides = {"img_size": img_size, "drop_path": 0.0}
-    if init_arch(init, preset).get("arch", "swin") != "swin":
+    if arch.get("arch", "swin") != "swin":
         overrides.pop("img_size")
     return load_encoder(init, **overrides)
 

@@ -58,6 +58,9 @@ def build_swinunetr(init: str, preset: str, roi: int, out_channels: int = 2, see
     if arch.get("arch", "swin") != "swin":
         raise SmartError(f"{init}: a {arch.get('arch')} encoder cannot initialise SwinUNETR (needs a Swin export)")
     ws = arch["window_size"]
+    from ..models.swin import check_windows
+
+    check_windows(int(ws[0] if isinstance(ws, (list, tuple)) else ws), roi, what=f"{init}: patches")
     # scratch weights from their own stream (never the pretraining student's initial weights)
     seed_everything(stream_seed(seed, "scratch") if init == "scratch" else seed)
     model = SwinUNETR(in_channels=1, out_channels=out_channels, feature_size=int(arch["embed_dim"]),

@@ -17,7 +17,36 @@ import torch
 import torch.nn as nn
 from monai.networks.nets.swin_unetr import SwinTransformer
 
-__all__ = ["MaskedSwinEncoder"]
+__all__ = ["MaskedSwinEncoder", "stage_windows", "check_windows"]
+
+
+def stage_windows(window_size: int, img_size: int, n_stages: int = 4) -> list[int]:
+    """The window edge MONAI actually uses in each of the ``n_stages`` Swin stages for ``img_size``³ inputs.
+
+    Stage k (1-based) sees a token grid of ``img_size / 2**k``; MONAI's ``get_window_size`` shrinks the
+    window to the grid wherever the grid is not larger than the window. A shrunk window still indexes the
+    relative-position bias table learned for the full window with the first ``n`` rows of its index, so
+    the learned biases land on the wrong offsets: a stage whose window shrinks at a downstream crop size
+    but not at the pretraining size does not see the model it was pretrained as.
+    """
+    from monai.networks.nets.swin_unetr import get_window_size
+
+    w = (int(window_size),) * 3
+    return [int(get_window_size((img_size // 2**k,) * 3, w)[0]) for k in range(1, n_stages + 1)]
+
+
+def check_windows(window_size: int, img_size: int, what: str = "input") -> None:
+    """SmartError when any stage's window would shrink below ``window_size`` at ``img_size``³ (see
+    :func:`stage_windows`); a grid equal to the window is fine (one window, nothing shrinks)."""
+    from ..errors import SmartError
+
+    used = stage_windows(window_size, img_size)
+    bad = [(k + 1, u) for k, u in enumerate(used) if u < window_size]
+    if bad:
+        k, u = bad[0]
+        raise SmartError(f"{what} of {img_size}³: the stage-{k} window of this encoder ({window_size}³) would shrink to "
+                         f"{u}³ and apply its relative-position biases at the wrong offsets; use crops of at least "
+                         f"{16 * window_size}³ or an encoder pretrained with a smaller window")
 
 
 class MaskedSwinEncoder(SwinTransformer):

@@ -1,6 +1,7 @@
 """Figures of the downstream chapters; each function returns its matplotlib Figure."""
 from __future__ import annotations
 
+import os
 from typing import Mapping, Sequence
 
 import matplotlib.pyplot as plt
@@ -8,7 +9,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-__all__ = ["metric_vs_fraction", "umap_grid", "attention_overlays", "entropy_heatmap", "dice_vs_volume", "localisation_bars"]
+__all__ = ["metric_vs_fraction", "umap_grid", "attention_overlays", "entropy_heatmap", "dice_vs_volume", "localisation_bars",
+           "finetune_curves"]
 
 
 def metric_vs_fraction(summary: "pd.DataFrame", metric: str = "auc", title: str = "") -> Figure:
@@ -130,20 +132,69 @@ def dice_vs_volume(cases: "pd.DataFrame") -> Figure:
     return fig
 
 
+_BASELINE_STYLE = {"centre prior": dict(color="#e41a1c", ls="--"), "uniform": dict(color="k", ls=":")}
+
+
 def localisation_bars(table: "pd.DataFrame") -> Figure:
-    """Attention mass in the lesion and pointing-game hit rate per init (columns ``init, mass_mean, hit_rate``)."""
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    x = np.arange(len(table))
+    """Attention mass in the lesion and pointing-game hit rate per init, with the baselines as reference lines.
+
+    ``table`` is :func:`smartlib.downstream.attention.attention_study`'s ``localisation``: columns ``init,
+    mass_mean, hit_rate`` and optionally ``baseline`` (bool: that row is drawn as a horizontal line across
+    the panel, not a bar) and ``n`` (cases, shown under each bar). Without baseline rows the
+    ``lesion_share`` / ``chance_hit`` columns are marked on each bar instead.
+    """
+    is_base = table["baseline"].astype(bool) if "baseline" in table else np.zeros(len(table), bool)
+    enc, base = table[~np.asarray(is_base)], table[np.asarray(is_base)]
+    fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
+    x = np.arange(len(enc))
+    names = [f"{r['init']}\nn={int(r['n'])}" if "n" in enc else r["init"] for _, r in enc.iterrows()]
     for ax, col, label in zip(axes, ("mass_mean", "hit_rate"), ("attention mass in lesion", "pointing-game hit rate")):
-        ax.bar(x, table[col], color="#377eb8")
-        if col == "mass_mean" and "lesion_share" in table:
-            ax.plot(x, table["lesion_share"], "k_", markersize=20, label="lesion share of the volume (uniform map)")
-            ax.legend(fontsize=7)
-        if col == "hit_rate" and "chance_hit" in table:
-            ax.plot(x, table["chance_hit"], "k_", markersize=20, label="chance (random unit)")
-            ax.legend(fontsize=7)
+        ax.bar(x, enc[col], color="#377eb8", label="encoder [CLS] map")
+        for _, r in base.iterrows():
+            style = _BASELINE_STYLE.get(r["init"], dict(color="grey", ls="-."))
+            ax.axhline(r[col], lw=1.3, label=f"{r['init']} (n={int(r['n'])})" if "n" in base else r["init"], **style)
+        if base.empty and col == "mass_mean" and "lesion_share" in enc:
+            ax.plot(x, enc["lesion_share"], "k_", markersize=20, label="lesion share of the volume (uniform map)")
+        if base.empty and col == "hit_rate" and "chance_hit" in enc:
+            ax.plot(x, enc["chance_hit"], "k_", markersize=20, label="chance (random unit)")
         ax.set_xticks(x)
-        ax.set_xticklabels(table["init"], rotation=30, ha="right", fontsize=8)
+        ax.set_xticklabels(names, rotation=30, ha="right", fontsize=7)
         ax.set_ylabel(label, fontsize=8)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def finetune_curves(curves_csv: "str | os.PathLike") -> Figure:
+    """Train loss, validation score and test AUC per fine-tuning epoch, one line per init × fraction (mean
+    over seeds and folds), from a study's ``curves.csv``; a dot marks the epoch selected most often. The test
+    AUC is drawn for reading only: selection used the validation score."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(curves_csv)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        df = pd.DataFrame()
+    panels = [("train_loss", "train loss"), ("val_score", "validation AUC"), ("test_auc", "test AUC")]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    if df.empty:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no fine-tuning runs", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+        return fig
+    for (init, frac), g in df.groupby(["init", "fraction"], sort=False):
+        mean = g.groupby("epoch").mean(numeric_only=True)
+        sel = g[g["selected"].astype(bool)]["epoch"]
+        for ax, (col, name) in zip(axes, panels):
+            if col not in mean:
+                continue
+            line, = ax.plot(mean.index, mean[col], marker=".", label=f"{init} ({frac:g})")
+            if len(sel):
+                e = int(sel.mode().iloc[0])
+                ax.plot([e], [mean.loc[e, col]], "o", color=line.get_color(), ms=8, mfc="none")
+            ax.set_title(name)
+            ax.set_xlabel("epoch")
+    n = df.groupby(["init", "fraction"]).apply(lambda g: len(g[["seed", "fold"]].drop_duplicates())).max()
+    axes[0].legend(fontsize=7, title=f"init (fraction), n = {n} runs", title_fontsize=7)
     fig.tight_layout()
     return fig
