@@ -217,9 +217,10 @@ def test_attention_study_scores_baselines_beside_each_init_on_the_pretraining_gr
     assert list(loc.index) == ["scratch", "centre prior", "uniform"] and (loc["n"] == 4).all()
     assert list(loc["baseline"]) == [False, True, True]
     assert loc.loc["uniform", "mass_mean"] == pytest.approx(loc.loc["uniform", "lesion_share"], rel=1e-4)
+    assert loc.loc["uniform", "mass_lift"] == pytest.approx(1.0, rel=1e-4)
     assert loc.loc["uniform", "hit_rate"] == pytest.approx(loc.loc["uniform", "chance_hit"], abs=1e-6)
     comp = res["comparisons"]
-    assert sorted(comp["metric"]) == ["hit", "mass"] and set(comp["arm"]) == {"scratch"}
+    assert sorted(comp["metric"]) == ["hit", "mass_lift"] and set(comp["arm"]) == {"scratch"}
     assert (comp["reference"] == "centre prior").all() and (comp["n_cases"] == 4).all()
     assert len(res["cases"]) == 3 * 4
     for f in ("localisation.csv", "comparisons.csv", "cases.csv", "entropy.csv", "attention.json"):

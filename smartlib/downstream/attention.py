@@ -313,9 +313,10 @@ def attention_distance_entropy(net: torch.nn.Module, images: torch.Tensor, bins:
     return pd.DataFrame(rows)
 
 
-def _summary_row(init: str, proxy: bool, mass: torch.Tensor, hit: torch.Tensor, lesion_share: float, chance: float) -> dict:
+def _summary_row(init: str, proxy: bool, mass: torch.Tensor, lift: torch.Tensor, hit: torch.Tensor, lesion_share: float,
+                 chance: float) -> dict:
     return {"init": init, "baseline": init in BASELINES, "proxy": bool(proxy), "n": len(mass),
-            "mass_mean": float(mass.mean()), "mass_sd": float(mass.std(unbiased=False)),
+            "mass_mean": float(mass.mean()), "mass_sd": float(mass.std(unbiased=False)), "mass_lift": float(lift.mean()),
             "hit_rate": float(hit.float().mean()), "lesion_share": lesion_share, "chance_hit": chance}
 
 
@@ -329,13 +330,15 @@ def attention_study(inits, *, preset: str = "cpu", runs_dir="runs", out=None, da
     pretraining spacing and centre-cropped / padded to ``img_size`` (default: the task's ``prep`` roi, the
     preset's pretraining size) — for the built-in set both are its native grid.
 
-    Every init's [CLS] map and the :data:`BASELINES` are scored by :func:`score_maps`; each init is compared
-    with the centre prior per case (paired bootstrap over cases, Holm over the inits within each metric:
-    :func:`smartlib.downstream.stats.compare_arms` with ``n_boot`` resamples).
+    Every init's [CLS] map and the :data:`BASELINES` are scored by :func:`score_maps`. Since a nodule fills a
+    tiny share of the crop, the mass is also given as a **lift**: per case, mass / the lesion's share of the
+    crop (the uniform map's mass), so the uniform map scores exactly 1. Each init is compared with the centre
+    prior per case on ``hit`` and ``mass_lift`` (paired bootstrap over cases, Holm over the inits within each
+    metric: :func:`smartlib.downstream.stats.compare_arms` with ``n_boot`` resamples).
 
     Returns a dict with ``localisation`` (DataFrame, one row per init then per baseline: init, baseline, proxy,
-    n, mass_mean, mass_sd, hit_rate, lesion_share, chance_hit), ``comparisons`` (compare_arms rows, metric
-    ``mass`` / ``hit``, reference "centre prior"), ``cases`` (init, case, mass, hit), ``entropy`` (DataFrame:
+    n, mass_mean, mass_sd, mass_lift, hit_rate, lesion_share, chance_hit), ``comparisons`` (compare_arms rows,
+    metric ``hit`` / ``mass_lift``, reference "centre prior"), ``cases`` (init, case, mass, mass_lift, hit), ``entropy`` (DataFrame:
     init, stage, head, entropy, mean_distance, …), ``images`` and ``masks`` (N, S, S, S), ``maps`` (init →
     (N, S, S, S) voxel attention, encoders only) and ``grid`` (img_size, spacing, units). With ``out``:
     ``localisation.csv``, ``comparisons.csv``, ``cases.csv``, ``entropy.csv``, ``attention.json``.
@@ -367,24 +370,26 @@ def attention_study(inits, *, preset: str = "cpu", runs_dir="runs", out=None, da
     if not (m.sum(dim=(1, 2, 3, 4)) > 0).all():
         raise SmartError(f"{source}: a chosen case has an empty lesion mask after cropping to {size}³")
     g = size // UNIT
-    lesion_share = float((m[:, 0] > 0).float().mean(dim=(1, 2, 3)).mean())
+    share = (m[:, 0] > 0).float().mean(dim=(1, 2, 3))  # (N,): the uniform map's mass
+    lesion_share = float(share.mean())
     chance = float(chance_hit_rate(m[:, 0], g).mean())
     maps: dict[str, np.ndarray] = {}
     cases: list[dict] = []
 
-    def add_cases(init: str, r: dict) -> None:
-        cases.extend({"init": init, "seed": 0, "case": i, "mass": float(r["mass"][i]), "hit": float(r["hit"][i])}
-                     for i in range(len(x)))
+    def add_cases(init: str, r: dict) -> torch.Tensor:
+        lift = r["mass"] / share
+        cases.extend({"init": init, "seed": 0, "case": i, "mass": float(r["mass"][i]), "mass_lift": float(lift[i]),
+                      "hit": float(r["hit"][i])} for i in range(len(x)))
+        return lift
 
     def run_one(c) -> tuple[dict, "pd.DataFrame"]:
         net = load_init(c.path, preset, size, seed=0)
         r = localisation(net, x, m)
         maps[c.init] = r["attn_vox"].numpy()
-        add_cases(c.init, r)
-        row = _summary_row(c.init, r["proxy"], r["mass"], r["hit"], lesion_share, chance)
+        row = _summary_row(c.init, r["proxy"], r["mass"], add_cases(c.init, r), r["hit"], lesion_share, chance)
         ent = attention_distance_entropy(net, x, bins=bins)
         ent.insert(0, "init", c.init)
-        log(f"attention {c.init}: mass in lesion {row['mass_mean']:.4f}, hit rate {row['hit_rate']:.2f}"
+        log(f"attention {c.init}: mass in lesion {row['mass_lift']:.2f} × uniform, hit rate {row['hit_rate']:.2f}"
             + (" (mean-token proxy)" if r["proxy"] else ""))
         return row, ent
 
@@ -392,15 +397,14 @@ def attention_study(inits, *, preset: str = "cpu", runs_dir="runs", out=None, da
     rows = [d[0] for d in done]
     for name, a in baseline_maps(len(x), g).items():
         r = score_maps(a, m[:, 0])
-        add_cases(name, r)
-        rows.append(_summary_row(name, False, r["mass"], r["hit"], lesion_share, chance))
-        log(f"attention {name} (baseline): mass in lesion {rows[-1]['mass_mean']:.4f}, hit rate {rows[-1]['hit_rate']:.2f}")
+        rows.append(_summary_row(name, False, r["mass"], add_cases(name, r), r["hit"], lesion_share, chance))
+        log(f"attention {name} (baseline): mass in lesion {rows[-1]['mass_lift']:.2f} × uniform, hit rate {rows[-1]['hit_rate']:.2f}")
     loc = pd.DataFrame(rows)
     ent = pd.concat([d[1] for d in done], ignore_index=True)
     case_df = pd.DataFrame(cases)
     enc = list(inits_r.specs)
     comp = pd.concat([compare_arms(case_df, "init", "centre prior", metric, arms=enc, n_boot=n_boot, seed=data_seed)
-                      for metric in ("hit", "mass")], ignore_index=True)
+                      for metric in ("hit", "mass_lift")], ignore_index=True)
     grid_info = {"img_size": size, "spacing": spacing, "units": g, "pretrain_img_size": cfg.img_size,
                  "pretrain_spacing": cfg.spacing}
     write_outputs(out, csv={"localisation.csv": loc.to_dict("records"), "comparisons.csv": comp.to_dict("records"),

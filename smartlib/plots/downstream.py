@@ -139,21 +139,24 @@ def localisation_bars(table: "pd.DataFrame") -> Figure:
     """Attention mass in the lesion and pointing-game hit rate per init, with the baselines as reference lines.
 
     ``table`` is :func:`smartlib.downstream.attention.attention_study`'s ``localisation``: columns ``init,
-    mass_mean, hit_rate`` and optionally ``baseline`` (bool: that row is drawn as a horizontal line across
-    the panel, not a bar) and ``n`` (cases, shown under each bar). Without baseline rows the
-    ``lesion_share`` / ``chance_hit`` columns are marked on each bar instead.
+    mass_mean, hit_rate`` and optionally ``mass_lift`` (drawn instead of ``mass_mean``: mass / lesion share,
+    the uniform map at 1), ``baseline`` (bool: that row is drawn as a horizontal line across the panel, not a
+    bar) and ``n`` (cases, shown under each bar). Without baseline rows the ``lesion_share`` /
+    ``chance_hit`` columns are marked on each bar instead.
     """
     is_base = table["baseline"].astype(bool) if "baseline" in table else np.zeros(len(table), bool)
     enc, base = table[~np.asarray(is_base)], table[np.asarray(is_base)]
     fig, axes = plt.subplots(1, 2, figsize=(8.4, 3.2))
     x = np.arange(len(enc))
     names = [f"{r['init']}\nn={int(r['n'])}" if "n" in enc else r["init"] for _, r in enc.iterrows()]
-    for ax, col, label in zip(axes, ("mass_mean", "hit_rate"), ("attention mass in lesion", "pointing-game hit rate")):
+    lift = "mass_lift" in table
+    mass_col, mass_label = ("mass_lift", "attention mass in lesion (× uniform map)") if lift else ("mass_mean", "attention mass in lesion")
+    for ax, col, label in zip(axes, (mass_col, "hit_rate"), (mass_label, "pointing-game hit rate")):
         ax.bar(x, enc[col], color="#377eb8", label="encoder [CLS] map")
         for _, r in base.iterrows():
             style = _BASELINE_STYLE.get(r["init"], dict(color="grey", ls="-."))
             ax.axhline(r[col], lw=1.3, label=f"{r['init']} (n={int(r['n'])})" if "n" in base else r["init"], **style)
-        if base.empty and col == "mass_mean" and "lesion_share" in enc:
+        if base.empty and col == "mass_mean" and "lesion_share" in enc:  # (a lift needs no marker: uniform = 1)
             ax.plot(x, enc["lesion_share"], "k_", markersize=20, label="lesion share of the volume (uniform map)")
         if base.empty and col == "hit_rate" and "chance_hit" in enc:
             ax.plot(x, enc["chance_hit"], "k_", markersize=20, label="chance (random unit)")
