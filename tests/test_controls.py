@@ -31,6 +31,7 @@ from smartlib.config import pretrain_config
 from smartlib.io import load_torch
 from smartlib.models.smart import SMARTNet
 from smartlib.pretrain import CHECKPOINT, param_groups, pretrain
+from helpers import mw_auc
 
 #: 2 volumes, batch 1 → 2 steps per epoch; 32³ crops; CPU; every step checkpointed and logged
 TINY = {"n_volumes": 2, "batch_size": 1, "img_size": 32, "device": "cpu", "ckpt_every": 1, "log_every": 1}
@@ -326,11 +327,7 @@ def test_random_masking_does_not_follow_the_attention():
 
 
 # ------------------------------------------------------------------------------------------ 6. downstream controls
-def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    """Mann–Whitney AUC by pairwise comparison (ties count ½)."""
-    pos, neg = s[y == 1], s[y == 0]
-    d = pos[:, None] - neg[None, :]
-    return float(((d > 0).sum() + 0.5 * (d == 0).sum()) / d.size)
+_auc = mw_auc
 
 
 def test_auc_reference_and_a_near_constant_predictor_fails_the_bar():

@@ -3,15 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import mw_auc
 
 from smartlib.downstream.selection import PROBE_CS, fold_splits, select_probe_C, val_score
 from smartlib.errors import SmartError
 
-
-def _mw_auc(y, s):
-    pos, neg = s[y == 1], s[y == 0]
-    d = pos[:, None] - neg[None, :]
-    return float(((d > 0).sum() + 0.5 * (d == 0).sum()) / d.size)
 
 
 def test_val_score_is_the_auc_or_the_log_loss():
@@ -20,7 +16,7 @@ def test_val_score_is_the_auc_or_the_log_loss():
     p1 = np.clip(0.5 + 0.3 * (y - 0.5) + 0.2 * rng.standard_normal(30), 0.01, 0.99)
     probs = np.stack([1 - p1, p1], 1)
     score, metric = val_score(y, probs)
-    assert metric == "auc" and score == pytest.approx(_mw_auc(y, p1))
+    assert metric == "auc" and score == pytest.approx(mw_auc(y, p1))
     # one class only: the AUC is undefined, the negative log-loss is used
     y0 = np.zeros(30, int)
     score, metric = val_score(y0, probs)
