@@ -116,7 +116,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     ),
     TaskSpec(
         "organs", "classification", "OrganMNIST3D-like crops centred on one of the 11 organs, classes balanced",
-        chapter="06_organ_clustering",  # classes: any integers (a real OrganMNIST3D file has 0..10)
+        chapter="07_organ_clustering",  # classes: any integers (a real OrganMNIST3D file has 0..10)
         defaults={"size": 32, "per_subject": 3, "fill": 0.8},
         sizes={"smoke": 33, "cpu": 110, "paper": 550},
         builtin={p: _SPLIT_TEST for p in PRESETS},
@@ -127,7 +127,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec(
         "localisation", "segmentation",
         "LIDC-IDRI nodule shapes at random offsets in the crop, on the pretraining grid (attention localisation)",
-        chapter="07_attention",
+        chapter="08_attention",
         # edge = the pretraining img_size at its 2 mm spacing (no resampling); offset_mm = half the edge, so a
         # nodule can sit anywhere in the crop and a centre-biased map gains nothing (tests/test_registry.py)
         defaults={"size": 64, "spacing": [2.0, 2.0, 2.0], "rule": "paper", "max_fill": 0.4, "min_mm": 6.0,

@@ -131,7 +131,7 @@ def test_localisation_task_is_on_the_pretraining_grid_with_offsets_anywhere():
 
     assert GEN_TASKS[5] == "localisation"  # appended after the first five, never reordered
     t = task("localisation")
-    assert t.needs == "mask" and record_kind("localisation") == "segment" and t.chapter == "07_attention"
+    assert t.needs == "mask" and record_kind("localisation") == "segment" and t.chapter == "08_attention"
     for preset in PRESETS:
         cfg = pretrain_config(preset)
         p = {**t.defaults, **builtin_params("localisation", preset)}

@@ -2,7 +2,7 @@
 
 Reads only what the chapters wrote under ``runs_dir`` (never retrains):
 ``03_nodule_malignancy/summary.json``, ``04_treatment_response/summary.json``,
-``05_segmentation/summary.json``, ``06_organ_clustering/metrics.json``, ``07_attention/attention.json``.
+``05_segmentation/summary.json``, ``07_organ_clustering/metrics.json``, ``08_attention/attention.json``.
 A chapter that has not run contributes no rows.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from ..tasks import TASKS
 __all__ = ["PUBLISHED", "CHAPTERS", "headline_table", "comparison_table"]
 
 #: result key → the chapter (notebook stem) that writes it: each task's chapter from the registry, plus the attention chapter
-CHAPTERS = {**{name: t.chapter for name, t in TASKS.items() if t.chapter}, "attention": "07_attention"}
+CHAPTERS = {**{name: t.chapter for name, t in TASKS.items() if t.chapter}, "attention": "08_attention"}
 
 #: (task, metric, init) → published value (text, as reported): SMART, arXiv 2310.01209 (v1: response AUC;
 #: v2 / MIDL 2025, PMLR 301:679–694: response accuracy, organ clustering), SMIT baselines as reported there
