@@ -9,6 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from smartlib.downstream.stats import (
+    verdict,
     compare_arms,
     delong_auc_variance,
     delong_test,
@@ -358,3 +359,32 @@ def test_compare_arms_rejects_misaligned_tables():
 def test_bad_arguments_raise_smart_error(call):
     with pytest.raises(SmartError):
         call()
+
+
+def test_verdict_follows_the_holm_adjusted_p():
+    # a CI that just excludes 0 with an unadjusted p of 0.018 but a Holm p of 0.054 is no evidence
+    assert verdict(-0.092, -0.008, 0.054) == "no detectable difference"
+    assert verdict(-0.092, -0.008, 0.012) == "lower"
+    assert verdict(0.01, 0.2, 0.001) == "higher"
+    assert verdict(-0.1, 0.2, 0.001) == "no detectable difference"   # the CI covers 0
+    assert verdict(float("nan"), 0.2, 0.001) == "not estimable"
+
+
+def test_comparisons_verdict_uses_the_group_adjustment():
+    # small effects near the threshold: some arms pass after Holm, others pass only unadjusted;
+    # the study's table must call the latter "no detectable difference"
+    from smartlib.downstream.study import comparisons
+
+    rng = np.random.default_rng(11)
+    case = rng.normal(0, 0.05, (1, 40))
+    base = _dice(rng, 3, 40, case=case)
+    arms = {"scratch": base, **{a: base + rng.normal(0.006, 0.02, base.shape) for a in ("smit", "smart", "other")}}
+    df = _long(arms, "dice").assign(fraction=1.0)
+    out = comparisons(df, ["fraction"], "dice", n_boot=2000)
+    assert len(out) == 4  # three arms vs scratch, smart vs smit
+    for _, r in out.iterrows():
+        want = "no detectable difference" if (r["lo"] <= 0 <= r["hi"] or r["p_holm"] >= 0.05) else ("higher" if r["lo"] > 0 else "lower")
+        assert r["verdict"] == want, r.to_dict()
+    vs = out[out["reference"] == "scratch"]
+    assert (vs["verdict"] == "higher").any() and ((vs["p"] < 0.05) & (vs["verdict"] == "no detectable difference")).any(), \
+        vs[["arm", "lo", "hi", "p", "p_holm", "verdict"]]

@@ -50,6 +50,7 @@ __all__ = [
     "delong_test",
     "holm",
     "compare_arms",
+    "verdict",
 ]
 
 # at most this many floats in one (S, chunk, N) block of resampled scores
@@ -457,10 +458,14 @@ _COLUMNS = ["arm", "reference", "metric", "test", "n_cases", "n_seeds", "n_seeds
             "value_reference", "diff", "lo", "hi", "se", "p", "p_holm", "verdict"]
 
 
-def _verdict(lo: float, hi: float) -> str:
+def verdict(lo: float, hi: float, p_holm: float, alpha: float = 0.05) -> str:
+    """The words a comparison earns: ``"higher"`` / ``"lower"`` only when the CI of the difference
+    excludes 0 **and** the Holm-adjusted p is below ``alpha``; else ``"no detectable difference"``
+    (``"not estimable"`` without a finite CI). With several comparisons an unadjusted CI that just
+    excludes 0 is not evidence on its own, so the adjusted p decides together with the CI."""
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return "not estimable"
-    if lo <= 0 <= hi:
+    if lo <= 0 <= hi or not (np.isfinite(p_holm) and p_holm < alpha):
         return "no detectable difference"
     return "higher" if lo > 0 else "lower"
 
@@ -502,8 +507,9 @@ def compare_arms(
         DataFrame with one row per arm ≠ reference and columns ``arm, reference, metric, test
         ("delong" or "paired bootstrap"), n_cases, n_seeds, n_seeds_reference, value, value_reference,
         diff (arm − reference), lo, hi (1 − alpha CI of diff), se, p, p_holm (Holm over the rows),
-        verdict`` — "no detectable difference" when the CI covers 0, else "higher" / "lower" (the arm's
-        metric against the reference's; whether higher is better depends on the metric).
+        verdict`` — :func:`verdict`: "higher" / "lower" (the arm's metric against the reference's;
+        whether higher is better depends on the metric) when the CI excludes 0 and ``p_holm < alpha``,
+        else "no detectable difference".
     """
     import pandas as pd
 
@@ -564,7 +570,8 @@ def compare_arms(
         rows.append({"arm": arm, "reference": reference, "metric": metric, "test": test, "n_cases": len(cases),
                      "n_seeds": cur.shape[0], "n_seeds_reference": ref.shape[0], "value": va, "value_reference": vr,
                      "diff": r["diff"], "lo": r["lo"], "hi": r["hi"], "se": r["se"], "p": r["p"],
-                     "verdict": _verdict(r["lo"], r["hi"])})
+                     "verdict": ""})
     out = pd.DataFrame(rows, columns=[c for c in _COLUMNS if c != "p_holm"])
     out.insert(out.columns.get_loc("p") + 1, "p_holm", holm(out["p"].to_numpy(dtype=float)) if len(out) else [])
+    out["verdict"] = [verdict(lo, hi, ph, alpha) for lo, hi, ph in zip(out["lo"], out["hi"], out["p_holm"])]
     return out

@@ -149,12 +149,13 @@ def comparisons(cases: "pd.DataFrame", group: Sequence[str], metric: str, n_boot
 
     Every init is compared with ``scratch`` and ``smart`` with ``smit`` (where present) on the same test
     cases (:func:`smartlib.downstream.stats.compare_arms`: DeLong for one-seed AUCs, else a paired
-    seeds × cases bootstrap). Returns ``group`` columns and ``arm, reference, test, n_cases, n_seeds,
+    seeds × cases bootstrap); the verdict follows the CI and the Holm-adjusted p of the group
+    (:func:`smartlib.downstream.stats.verdict`). Returns ``group`` columns and ``arm, reference, test, n_cases, n_seeds,
     value, value_reference, diff, lo, hi, se, p, p_holm, verdict``.
     """
     import pandas as pd
 
-    from .stats import compare_arms, holm
+    from .stats import compare_arms, holm, verdict
 
     out = []
     for key, g in cases.groupby(list(group), sort=False):
@@ -168,6 +169,7 @@ def comparisons(cases: "pd.DataFrame", group: Sequence[str], metric: str, n_boot
         if parts:
             t = pd.concat(parts, ignore_index=True)
             t["p_holm"] = holm(t["p"].to_numpy())
+            t["verdict"] = [verdict(lo, hi, ph) for lo, hi, ph in zip(t["lo"], t["hi"], t["p_holm"])]
             for c, v in zip(group, key):
                 t.insert(list(group).index(c), c, v)
             out.append(t)
