@@ -19,6 +19,9 @@ TORCH_SPEC  ?= torch==2.13.0
 TORCH_INDEX ?=
 PYTEST_ARGS ?=
 JB_ARGS     ?=
+# notebooks run side by side, each after the notebooks it needs (one CPU thread each while others run);
+# 2 suits a 2-core CPU; use 1 on a GPU box (one notebook at a time owns the GPU)
+BOOK_JOBS   ?= 2
 
 BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.stamp-install
@@ -74,7 +77,7 @@ $(STAMP): pyproject.toml $(SPECFILE) | $(BIN)/python
 install: $(STAMP)
 
 execute: $(STAMP)
-	$(BIN)/smart book execute --preset $(PRESET)
+	$(BIN)/smart book execute --preset $(PRESET) --jobs $(BOOK_JOBS)
 
 html: $(STAMP)
 	$(BIN)/jupyter-book build . $(JB_ARGS)

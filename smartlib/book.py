@@ -16,6 +16,13 @@ executed copy (or nothing) stays, and the failed run is kept beside it as
 
 Wall times are written, merged with earlier runs of the same preset, to
 ``runs/<preset>/book_timings.json``.
+
+With ``jobs > 1`` notebooks run side by side, each in its own process: a notebook starts once the
+notebooks it needs have finished. A notebook names them in its metadata, ``{"smart": {"needs": [stems]}}``;
+one that names none needs every notebook before it (the sequential order). While other notebooks run,
+a notebook's kernel gets one CPU thread (``OMP_NUM_THREADS=1``): on a small CPU two single-thread
+chapters side by side finish sooner than one after another with every core, because the small 3-D
+networks of the CPU presets keep two threads only partly busy; a notebook that runs alone keeps every core.
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ __all__ = [
     "notebook_parameters",
     "parameters_cell_index",
     "list_notebooks",
+    "notebook_needs",
 ]
 
 PathLike = str | os.PathLike
@@ -167,6 +175,8 @@ def execute_notebooks(
     *,
     runs_dir: PathLike = "runs",
     root: PathLike | None = None,
+    jobs: int = 1,
+    record_timings: bool = True,
 ) -> dict[str, float]:
     """Run the book's notebooks with papermill at ``preset``; return wall seconds per notebook stem.
 
@@ -179,6 +189,8 @@ def execute_notebooks(
         log: called with one line per notebook.
         runs_dir: timings go to ``<runs_dir>/<preset>/book_timings.json``.
         root: repository root that relative paths are taken from (default: :func:`find_root`).
+        jobs: notebooks run at once (each in its own process, in the order of their ``needs``; see the module).
+        record_timings: write the timings file (off in the processes of a ``jobs > 1`` run: the parent writes it).
 
     Raises:
         SmartError: unknown preset or stem, malformed preset file, a notebook without a
@@ -212,8 +224,11 @@ def execute_notebooks(
 
     import nbformat
 
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise SmartError(f"jobs={jobs!r}: must be a positive integer")
     # validate everything before running anything
     plan: list[tuple[str, Path, dict[str, Any], int]] = []
+    needs: dict[str, list[str]] = {}
     for stem in stems:
         path = notebooks[stem]
         declared = notebook_parameters(path)
@@ -224,12 +239,109 @@ def execute_notebooks(
                 f"{_rel(params_file, root_p)}: sets {', '.join(missing)} for {_rel(path, root_p)}, "
                 f"whose parameters cell does not define {'it' if len(missing) == 1 else 'them'}"
             )
-        params_index = parameters_cell_index(nbformat.read(path, as_version=4), path)
+        nb = nbformat.read(path, as_version=4)
+        params_index = parameters_cell_index(nb, path)
         plan.append((stem, path, merged, params_index))
+        needs[stem] = notebook_needs(nb, stem, list(notebooks), path)
 
     out_p.mkdir(parents=True, exist_ok=True)
+    runs_p = _resolve(root_p, runs_dir)
+    if jobs > 1 and len(plan) > 1:
+        return _run_parallel([p[0] for p in plan], needs, jobs, preset, root_p, nb_dir, par_dir, out_p, runs_p, log)
     with _inline_figures():
-        return _run_plan(plan, preset, root_p, nb_dir, out_p, _resolve(root_p, runs_dir), log)
+        return _run_plan(plan, preset, root_p, nb_dir, out_p, runs_p, log, record_timings)
+
+
+def notebook_needs(nb: Any, stem: str, stems: Sequence[str], path: PathLike = "notebook") -> list[str]:
+    """The notebooks ``stem`` needs before it runs: its metadata's ``smart.needs``, or, when it names none,
+    every notebook sorted before it. An unknown stem is a SmartError naming the notebook."""
+    meta = (nb.metadata.get("smart") or {}).get("needs")
+    if meta is None:
+        return [s for s in stems if s < stem]
+    if not isinstance(meta, list) or not all(isinstance(m, str) for m in meta):
+        raise SmartError(f"{path}: metadata smart.needs must be a list of notebook stems, got {meta!r}")
+    unknown = [m for m in meta if m not in stems or m == stem]
+    if unknown:
+        raise SmartError(f"{path}: metadata smart.needs names {', '.join(unknown)}, not another notebook of this book")
+    return list(meta)
+
+
+def _run_parallel(stems: list[str], needs: dict[str, list[str]], jobs: int, preset: str, root_p: Path, nb_dir: Path,
+                  par_dir: Path, out_p: Path, runs_p: Path, log: Callable[[str], Any]) -> dict[str, float]:
+    """Run ``stems`` in at most ``jobs`` processes at once, each after the notebooks it needs (see the module)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    selected = set(stems)
+    pending, running, done = list(stems), {}, set()
+    timings: dict[str, float] = {}
+    failure: str | None = None
+    timings_file = runs_p / preset / "book_timings.json"
+
+    def ready(stem: str) -> bool:
+        return all(n in done or n not in selected for n in needs[stem])
+
+    with tempfile.TemporaryDirectory(prefix="smart_book_") as tmp:
+        while pending or running:
+            while failure is None and len(running) < jobs:
+                go = [s for s in pending if ready(s)]
+                if not go:
+                    break
+                stem = go[0]
+                pending.remove(stem)
+                alone = not running and len(go) == 1
+                env = dict(os.environ) if alone else dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+                cmd = [sys.executable, "-m", "smartlib.book", "--preset", preset, "--only", stem, "--root", str(root_p),
+                       "--notebooks", str(nb_dir), "--params", str(par_dir), "--out", str(out_p), "--runs", str(runs_p)]
+                out = Path(tmp) / f"{stem}.log"
+                with open(out, "w") as fh:
+                    running[stem] = (subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), out, time.perf_counter())
+                log(f"{stem}: started ({'all cores' if alone else 'one thread'}; {len(running)} running)")
+            if not running:
+                if pending and failure is None:  # nothing can start: the needs of the rest cannot be met
+                    raise SmartError(f"notebooks {', '.join(pending)}: their metadata smart.needs cannot be met")
+                break
+            time.sleep(0.5)
+            for stem, (proc, out, t0) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[stem]
+                seconds = time.perf_counter() - t0
+                if proc.returncode == 0:
+                    done.add(stem)
+                    timings[stem] = round(seconds, 2)
+                    _write_timings(timings_file, preset, {stem: timings[stem]})
+                    log(f"{stem}: {seconds:7.1f} s  -> {_rel(out_p / f'{stem}.ipynb', root_p)}")
+                elif failure is None:
+                    errors = [ln[len("error: "):] for ln in out.read_text(errors="replace").splitlines() if ln.startswith("error: ")]
+                    failure = errors[-1] if errors else f"notebook {stem} failed (exit {proc.returncode})"
+                    log(f"{stem}: FAILED after {seconds:.1f} s")
+        if failure is not None:
+            raise SmartError(failure)
+    log(f"{len(timings)} notebook(s) at preset '{preset}' in {sum(timings.values()):.1f} s of notebook time, "
+        f"{jobs} at a time; timings in {_rel(timings_file, root_p)}")
+    return timings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m smartlib.book``: one notebook run of a ``jobs > 1`` book (the parent process starts these)."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m smartlib.book")
+    for a in ("--preset", "--root", "--notebooks", "--params", "--out", "--runs"):
+        p.add_argument(a, required=True)
+    p.add_argument("--only", nargs="+", required=True)
+    a = p.parse_args(argv)
+    try:
+        execute_notebooks(a.preset, only=a.only, notebooks_dir=a.notebooks, params_dir=a.params, out_dir=a.out,
+                          runs_dir=a.runs, root=a.root, record_timings=False)
+    except SmartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
 
 
 @contextlib.contextmanager
@@ -252,6 +364,7 @@ def _run_plan(
     out_p: Path,
     runs_p: Path,
     log: Callable[[str], Any],
+    record_timings: bool = True,
 ) -> dict[str, float]:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
@@ -290,10 +403,12 @@ def _run_plan(
         os.replace(tmp, final)
         failed.unlink(missing_ok=True)
         timings[stem] = round(seconds, 2)
-        _write_timings(timings_file, preset, {stem: timings[stem]})
+        if record_timings:
+            _write_timings(timings_file, preset, {stem: timings[stem]})
         log(f"{stem}: {seconds:7.1f} s  -> {_rel(final, root_p)}")
-    total = sum(timings.values())
-    log(f"{len(timings)} notebook(s) at preset '{preset}' in {total:.1f} s; timings in {_rel(timings_file, root_p)}")
+    if record_timings:
+        total = sum(timings.values())
+        log(f"{len(timings)} notebook(s) at preset '{preset}' in {total:.1f} s; timings in {_rel(timings_file, root_p)}")
     return timings
 
 
@@ -325,3 +440,7 @@ def _rel(p: Path, root: Path) -> str:
         return str(Path(p).resolve().relative_to(root))
     except ValueError:
         return str(p)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

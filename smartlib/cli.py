@@ -40,8 +40,18 @@ def _data_check(a: argparse.Namespace) -> int:
 def _book_execute(a: argparse.Namespace) -> int:
     from .book import execute_notebooks
 
-    execute_notebooks(a.preset, only=a.only or None)
+    execute_notebooks(a.preset, only=a.only or None, jobs=a.jobs)
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = book.add_parser("execute", help="run every notebook with papermill at a preset")
     e.add_argument("--preset", default="cpu", choices=list(PRESETS))
     e.add_argument("--only", nargs="*", help="notebook stems to run (default: all)")
+    e.add_argument("--jobs", type=_positive_int, default=1,
+                   help="notebooks run side by side, each after the notebooks it needs (default 1: one after another)")
     e.set_defaults(func=_book_execute)
 
     _register_training(sub)

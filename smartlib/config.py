@@ -52,6 +52,9 @@ class ArchConfig:
     head_layers: int = 3
     gitd_stage: int = 4  #: 4 = paper; 3 = the authors' code
     use_checkpoint: bool = False
+    #: MONAI's window attention with a faster softmax and a fused no-grad path (identical weights and math;
+    #: smartlib/models/fast_attention.py); False runs MONAI's own
+    fast_attention: bool = True
 
 
 _A = ArchConfig  # the model fields below take their defaults from here
@@ -69,6 +72,8 @@ class PretrainConfig:
     hu_max: float = 500.0
     cache: str = "memory"  #: "memory" caches the deterministic transforms, "none" recomputes
     num_workers: int = 0
+    #: with num_workers 0, prepare the next step's views in a background thread while this step computes
+    prefetch: bool = True
     # ---- model (the architecture fields of ArchConfig, with its defaults; not in_chans; use_checkpoint is grad_checkpoint)
     arch: str = _A.arch
     img_size: int = _A.img_size
@@ -90,11 +95,15 @@ class PretrainConfig:
     head_layers: int = _A.head_layers
     gitd_stage: int = _A.gitd_stage  #: 4 = paper; 3 = the authors' code
     grad_checkpoint: bool = _A.use_checkpoint
+    fast_attention: bool = _A.fast_attention
     # ---- masking
     mask_mode: str = "attention"
     mask_ratio: float = 0.7
     hint_ratio: float = 0.1
     hint_top: float = 0.1
+    # ---- MSMAE hook (arXiv 2305.05871): with mask_mode "given", the supervised ViT export whose [CLS] attention
+    #: scores the mask units (smartlib.supervised_masking.SupervisedAttention); "msmae" = <runs>/pretrain/msmae/encoder.pt
+    given_attention: str = ""
     # ---- noisy teacher
     teacher_drop: float = 0.3  #: fraction of mask units dropped from the teacher's input
     teacher_noise: str = "token"  #: "token" (authors' code) or "zero" (paper text)
@@ -125,13 +134,21 @@ class PretrainConfig:
     #: descends from does (arXiv 2104.14294, 2111.07832) — a switch, since the paper does not say which
     clip_mode: str = "global"
     freeze_last_layer: int = 1  #: epochs
-    amp: bool = True  #: bf16 autocast (CUDA only)
+    amp: bool = True  #: bf16 autocast where it runs natively: CUDA, CPUs with AVX512-BF16/AMX (else ignored)
+    fused_optimizer: bool = True  #: AdamW's fused kernel (one pass over all parameters; CPU and CUDA)
+    threads: int = 0  #: CPU threads for torch (0 = torch's default, one per core)
+    #: torch.compile the student's and teacher's encoders (``nn.Module.compile``: state-dict keys unchanged);
+    #: pays off on a GPU over a long run; on a CPU the compile takes minutes, hence off by default
+    compile: bool = False
     # ---- run
     seed: int = 0
     device: str = "auto"
     ckpt_every: int = 100  #: steps
     log_every: int = 1
     max_steps: int = 0  #: stop after this many steps (0 = run all epochs); schedules still span all epochs
+    #: "" or a pretraining run folder (or its checkpoint.pt) whose student and teacher this run starts from,
+    #: loaded with strict keys (continued pretraining, e.g. "wild" then "self"; a resume's checkpoint wins)
+    init_from: str = ""
 
     def __post_init__(self) -> None:
         self.depths, self.num_heads = tuple(self.depths), tuple(self.num_heads)
@@ -154,7 +171,10 @@ class PretrainConfig:
             ("depths", len(self.depths) == 4 and all(int(d) >= 1 for d in self.depths), "need four stage depths ≥ 1"),
             ("num_heads", len(self.num_heads) == 4, "need four head counts"),
             ("window_size", self.window_size >= 1, "must be ≥ 1"),
-            ("mask_mode", self.mask_mode in MASK_MODES and self.mask_mode != "given", f"expected one of {', '.join(m for m in MASK_MODES if m != 'given')}"),
+            ("mask_mode", self.mask_mode in MASK_MODES, f"expected one of {', '.join(MASK_MODES)}"),
+            # MSMAE hook: "given" takes its scores from a supervised checkpoint, and only it does
+            ("mask_mode", (self.mask_mode == "given") == bool(self.given_attention),
+             "'given' needs given_attention (a supervised ViT export, or 'msmae'), and given_attention needs mask_mode 'given'"),
             ("mask_ratio", 0 < self.mask_ratio < 1, "must lie in (0, 1)"),
             ("teacher_drop", 0 <= self.teacher_drop < 1, "must lie in [0, 1)"),
             ("teacher_noise", self.teacher_noise in ("token", "zero"), "expected token or zero"),
@@ -171,6 +191,7 @@ class PretrainConfig:
             ("n_volumes", self.n_volumes >= 1, "must be ≥ 1"),
             ("seed", self.seed >= 0, "must be ≥ 0"),
             ("num_workers", self.num_workers >= 0, "must be ≥ 0"),
+            ("threads", self.threads >= 0, "must be ≥ 0 (0 = torch's default)"),
             ("log_every", self.log_every >= 1, "must be ≥ 1"),
             ("max_steps", self.max_steps >= 0, "must be ≥ 0 (0 = run all epochs)"),
             ("device", _DEVICE.fullmatch(self.device) is not None, "expected auto, cpu, cuda or cuda:N"),
@@ -184,6 +205,9 @@ class PretrainConfig:
             raise SmartError(f"sa_heads={self.sa_heads}: must divide the stage-3 width {self.embed_dim * 8}")
         if machine:
             self._check_device()
+            start = Path(self.init_from) / "checkpoint.pt" if self.init_from and Path(self.init_from).is_dir() else Path(self.init_from)
+            if self.init_from and not start.is_file():
+                raise SmartError(f"init_from={self.init_from!r}: {start} not found (give a pretraining run folder or its checkpoint.pt)")
 
     def _check_device(self) -> None:
         """``device`` names a device of this machine (``auto`` and ``cpu`` always do)."""

@@ -137,6 +137,7 @@ def inspect_run(run_dir: str | Path, n: int = 2, seed: int = 0) -> dict[str, Any
     from .pretrain import CHECKPOINT, load_run_config
     from .pretrain_data import PretrainData, pretrain_records
     from .step import smart_step
+    from .supervised_masking import given_scorer
 
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise SmartError(f"n={n!r}: must be a positive integer")
@@ -147,6 +148,7 @@ def inspect_run(run_dir: str | Path, n: int = 2, seed: int = 0) -> dict[str, Any
     ck = load_torch(run / CHECKPOINT)
     teacher = _load_net(cfg, ck["teacher"], "teacher", run / CHECKPOINT)
     student = _load_net(cfg, ck["student"], "student", run / CHECKPOINT)
+    given = given_scorer(cfg, run)  # mask_mode "given": the supervised scores that chose the mask
     data = PretrainData(cfg, pretrain_records(cfg, run))
     grid = cfg.img_size // UNIT
     N = grid**3
@@ -154,7 +156,8 @@ def inspect_run(run_dir: str | Path, n: int = 2, seed: int = 0) -> dict[str, Any
                                             "masked_input", "unit_attention", "unit_mask", "amip")}
     for k in range(n):
         x = data.views((seed + k) % len(data), seed)[:1]  # (1, 1, S, S, S)
-        replay = smart_step(cfg, teacher, student, x[None], [(cfg.seed, seed, k)], clean_pass=True)
+        replay = smart_step(cfg, teacher, student, x[None], [(cfg.seed, seed, k)], clean_pass=True,
+                            given_scores=None if given is None else given(x))
         attn, attn_clean, mask, recon = replay.attention, replay.attention_clean, replay.mask, replay.recon
         vox = replay.voxel_mask[0]  # (S, S, S)
         xv = x[0, 0]

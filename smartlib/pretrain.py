@@ -1,9 +1,9 @@
 """SMART pretraining loop (arXiv 2310.01209): read top to bottom in one sitting.
 
-:func:`pretrain` = check the run folder → :func:`_setup` (seed, data, student, teacher, loss, optimizer,
-resume) → :func:`_train`: for each global step, schedules → :func:`smartlib.step.smart_step` (noisy
+:func:`pretrain` = check the run folder → :func:`setup_run` (seed, data, student, teacher, loss, optimizer,
+resume) → :func:`_train`: for each global step, :func:`train_step` = schedules → :func:`smartlib.step.smart_step` (noisy
 teacher, attention-guided mask, student, losses) → backward, clip, freeze last layers, optimizer step
-→ EMA teacher → DINO centers → log → atomic checkpoint; then export the teacher's encoder.
+→ EMA teacher → DINO centers; then log → atomic checkpoint; at the end, export the teacher's encoder.
 
 Exact resume: all randomness is either keyed by (seed, step, sample) — data crops, masks, teacher
 noise (:mod:`smartlib.pretrain_data`) — or held in the global RNGs, whose states the checkpoint
@@ -25,6 +25,7 @@ from typing import Callable
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.profiler import record_function
 
 from .config import PretrainConfig, config_from_json
 from .errors import SmartError
@@ -37,9 +38,11 @@ from .seed import rng_state, seed_everything, set_rng_state
 from .step import StepResult, smart_step
 from .teacher import ema_update, make_teacher, momentum_at
 
-__all__ = ["pretrain", "param_groups", "CHECKPOINT", "load_run_config"]
+__all__ = ["pretrain", "param_groups", "CHECKPOINT", "load_run_config", "bf16_native", "TIMING_FIELDS", "Run", "setup_run", "train_step"]
 
 CHECKPOINT = "checkpoint.pt"
+#: the fields of a metrics.jsonl record that measure time (they differ between runs of the same steps)
+TIMING_FIELDS = ("step_time", "data_time", "cpu_time", "samples_per_s")
 
 
 def param_groups(model: torch.nn.Module) -> list[dict]:
@@ -71,11 +74,13 @@ def pretrain(cfg: PretrainConfig, out: str | Path, resume: bool = False, progres
     """
     run = Path(out)
     cfg.validate()  # machine checks too (device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     rank, world = _init_distributed(cfg)
     _check_run_folder(run, cfg, resume)
     if world > 1:
         dist.barrier()  # every process has checked the folder before rank 0 writes config.json into it
-    r = _setup(cfg, run, rank, world, resume, log, skip_bad)
+    r = setup_run(cfg, run, rank, world, resume, log, skip_bad)
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
         write_json(run / "config.json", cfg.to_dict())
@@ -118,8 +123,8 @@ def _check_run_folder(run: Path, cfg: PretrainConfig, resume: bool) -> None:
 
 # ------------------------------------------------------------------------------------------ setup
 @dataclasses.dataclass
-class _Run:
-    """Everything the loop needs, built by :func:`_setup`."""
+class Run:
+    """Everything the loop needs, built by :func:`setup_run`."""
 
     cfg: PretrainConfig
     path: Path
@@ -139,6 +144,17 @@ class _Run:
     temp_warmup: int  #: teacher-temperature warm-up steps
     start: int  #: first step to run (after a resume)
     stop: int  #: one past the last step to run (``max_steps``)
+    given: Callable | None = None  #: MSMAE hook: the supervised unit scorer of mask_mode "given" (else None)
+
+
+def bf16_native(device: torch.device) -> bool:
+    """Whether bf16 autocast runs natively on ``device``: CUDA, or a CPU with AVX512-BF16 / AMX (where
+    oneDNN computes bf16 matrix products in hardware); elsewhere ``amp`` is ignored (bf16 would be emulated)."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _device(cfg: PretrainConfig) -> torch.device:
@@ -171,12 +187,15 @@ def _checked(records: list[dict], cfg: PretrainConfig, skip_bad: bool, log: Call
     return usable
 
 
-def _setup(cfg: PretrainConfig, run: Path, rank: int, world: int, resume: bool, log: Callable[[str], None],
-           skip_bad: bool = False) -> _Run:
+def setup_run(cfg: PretrainConfig, run: Path, rank: int, world: int, resume: bool, log: Callable[[str], None],
+           skip_bad: bool = False) -> Run:
     """Seed, data, student, teacher, loss, optimizer — restored from the checkpoint when resuming."""
+    from .supervised_masking import given_scorer
+
     seed_everything(cfg.seed)
+    given = given_scorer(cfg, run)  # MSMAE hook: mask_mode "given" loads its supervised checkpoint before any data
     device = _device(cfg)
-    amp = cfg.amp and device.type == "cuda"
+    amp = cfg.amp and bf16_native(device)
     if world > 1 and rank != 0:
         dist.barrier()  # rank 0 generates (or checks) the phantom cache first; the others then read it
     records = _checked(pretrain_records(cfg, run), cfg, skip_bad, log)
@@ -191,7 +210,12 @@ def _setup(cfg: PretrainConfig, run: Path, rank: int, world: int, resume: bool, 
     student = SMARTNet(**cfg.model_kwargs()).to(device)
     teacher = make_teacher(student)  # exact copy; on resume it is overwritten by the saved teacher
     criterion = SMARTLoss(cfg.prototypes, (cfg.w_amip, cfg.w_ampd, cfg.w_aitd, cfg.w_gitd), cfg.student_temp, cfg.center_momentum).to(device)
-    optimizer = torch.optim.AdamW(param_groups(student), lr=cfg.lr, betas=(0.9, 0.999))
+    optimizer = torch.optim.AdamW(param_groups(student), lr=cfg.lr, betas=(0.9, 0.999), fused=cfg.fused_optimizer or None)
+    if cfg.compile:
+        student.encoder.compile()
+        teacher.encoder.compile()
+    if cfg.init_from:  # continued pretraining: another run's student and teacher (a resume below overrides them)
+        _load_init_from(Path(cfg.init_from), student, teacher)
     start = 0
     ckpt_path = run / CHECKPOINT
     if resume and ckpt_path.exists():
@@ -206,14 +230,30 @@ def _setup(cfg: PretrainConfig, run: Path, rank: int, world: int, resume: bool, 
     elif resume:
         log(f"{ckpt_path} not found: starting {run} from scratch")
     model = DDP(student, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else student
-    return _Run(cfg=cfg, path=run, rank=rank, world=world, device=device, amp=amp, data=data, student=student, teacher=teacher,
+    return Run(cfg=cfg, path=run, rank=rank, world=world, device=device, amp=amp, data=data, student=student, teacher=teacher,
                 model=model, criterion=criterion, optimizer=optimizer, steps_per_epoch=steps_per_epoch, total=total,
                 warmup=int(round(cfg.warmup * total)), temp_warmup=int(round(cfg.teacher_temp_warmup * total)),
-                start=start, stop=total if cfg.max_steps <= 0 else min(total, cfg.max_steps))
+                start=start, stop=total if cfg.max_steps <= 0 else min(total, cfg.max_steps), given=given)
+
+
+def _load_init_from(path: Path, student: SMARTNet, teacher: SMARTNet) -> None:
+    """Load ``student`` and ``teacher`` from a run folder's (or a) checkpoint with strict key matching."""
+    from .io import describe_key_mismatch
+
+    ck = load_torch(path / CHECKPOINT if path.is_dir() else path)
+    for name, net in (("student", student), ("teacher", teacher)):
+        state = ck.get(name) if isinstance(ck, dict) else None
+        if not isinstance(state, dict):
+            raise SmartError(f"init_from={path}: holds no {name} weights (give a pretraining run folder or its {CHECKPOINT})")
+        try:
+            net.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            detail = describe_key_mismatch(net.state_dict(), state) or str(exc).strip().splitlines()[-1]
+            raise SmartError(f"init_from={path}: its {name} does not fit this run's architecture ({detail})") from None
 
 
 # ------------------------------------------------------------------------------------------ loop
-def _schedules(r: _Run, step: int) -> dict[str, float]:
+def _schedules(r: Run, step: int) -> dict[str, float]:
     """Learning rate, weight decay, EMA momentum and teacher temperature at global ``step``."""
     cfg = r.cfg
     return {"lr": warmup_cosine(step, r.total, r.warmup, cfg.lr, cfg.min_lr),
@@ -222,7 +262,7 @@ def _schedules(r: _Run, step: int) -> dict[str, float]:
             "teacher_temp": linear_warmup_then_constant(step, r.temp_warmup, cfg.teacher_temp, cfg.teacher_temp_final)}
 
 
-def _global_values(r: _Run, out: StepResult) -> tuple[float, dict[str, float], float]:
+def _global_values(r: Run, out: StepResult) -> tuple[float, dict[str, float], float]:
     """(loss, terms, mask ratio) of the global batch: the same on every process."""
     loss_value, terms, mask_ratio = float(out.loss.detach()), out.terms, float(out.mask.float().mean())
     if r.world > 1:
@@ -233,34 +273,59 @@ def _global_values(r: _Run, out: StepResult) -> tuple[float, dict[str, float], f
     return loss_value, terms, mask_ratio
 
 
-def _update(r: _Run, out: StepResult, epoch: int, momentum: float, last_params: set[int]) -> None:
+def _update(r: Run, out: StepResult, epoch: int, momentum: float) -> None:
     """Backward, clip, freeze the heads' last layers in the first epochs, step; then EMA teacher and centers."""
     r.optimizer.zero_grad(set_to_none=True)
-    out.loss.backward()
-    if r.cfg.clip_grad > 0 and r.cfg.clip_mode == "per_param":
-        for p in r.student.parameters():
-            if p.grad is not None:
-                torch.nn.utils.clip_grad_norm_(p, r.cfg.clip_grad)
-    elif r.cfg.clip_grad > 0:
-        torch.nn.utils.clip_grad_norm_(r.student.parameters(), r.cfg.clip_grad)
-    if epoch < r.cfg.freeze_last_layer:
-        for p in r.student.parameters():
-            if id(p) in last_params:
+    with record_function("smart/backward"):
+        out.loss.backward()
+    with record_function("smart/optimizer"):
+        if r.cfg.clip_grad > 0 and r.cfg.clip_mode == "per_param":
+            for p in r.student.parameters():
+                if p.grad is not None:
+                    torch.nn.utils.clip_grad_norm_(p, r.cfg.clip_grad)
+        elif r.cfg.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(r.student.parameters(), r.cfg.clip_grad)
+        if epoch < r.cfg.freeze_last_layer:
+            for p in r.student.last_layers():
                 p.grad = None
-    r.optimizer.step()
-    ema_update(r.teacher, r.student, momentum)
-    r.criterion.update_centers(out.teacher_logits)
+        r.optimizer.step()
+    with record_function("smart/ema"):
+        ema_update(r.teacher, r.student, momentum)
+        r.criterion.update_centers(out.teacher_logits)
 
 
-def _train(r: _Run, progress: bool) -> None:
+def train_step(r: Run, step: int, epoch: int, gidx: list[int], views: torch.Tensor) -> dict[str, float]:
+    """One global step ``step`` (of ``epoch``) on this process's ``views`` (2, b, 1, S, S, S) of the global
+    batch ``gidx``: schedules → :func:`smartlib.step.smart_step` → :func:`_update`. Returns the step's record
+    (loss and terms of the global batch, schedules, mask ratio); a non-finite loss is a SmartError."""
+    cfg = r.cfg
+    local_b = cfg.batch_size // r.world
+    mine = range(r.rank * local_b, (r.rank + 1) * local_b)  # this process's positions in the global batch
+    views = views.to(r.device, non_blocking=True)
+    sched = _schedules(r, step)
+    for g in r.optimizer.param_groups:
+        g["lr"] = sched["lr"]
+        if g["apply_wd"]:
+            g["weight_decay"] = sched["weight_decay"]
+    out = smart_step(cfg, r.teacher, r.model, views, [(cfg.seed, step, gidx[j]) for j in mine],
+                     criterion=r.criterion, teacher_temp=sched["teacher_temp"], amp=r.amp,
+                     given_scores=None if r.given is None else r.given(views.flatten(0, 1)))  # MSMAE hook
+    loss_value, terms, mask_ratio = _global_values(r, out)
+    if not math.isfinite(loss_value):
+        ckpt_path = r.path / CHECKPOINT
+        kept = f"last good checkpoint {ckpt_path} kept" if ckpt_path.exists() else "no checkpoint written yet"
+        raise SmartError(f"{r.path}: step {step}: loss is {loss_value} ({', '.join(f'{k}={v:.4g}' for k, v in terms.items())}); "
+                         f"stopped, {kept}")
+    _update(r, out, epoch, sched["momentum"])
+    return {"step": step, "epoch": epoch, "loss": loss_value, **terms, **sched, "mask_ratio": mask_ratio}
+
+
+def _train(r: Run, progress: bool) -> None:
     """Steps ``r.start .. r.stop - 1``: one :func:`smart_step` and one update each, logged and checkpointed."""
     cfg, rank = r.cfg, r.rank
-    local_b = cfg.batch_size // r.world
-    mine = list(range(rank * local_b, (rank + 1) * local_b))  # this process's positions in the global batch
-    ckpt_path, metrics_path = r.path / CHECKPOINT, r.path / "metrics.jsonl"
+    metrics_path = r.path / "metrics.jsonl"
     if rank == 0:
         _truncate_metrics(metrics_path, r.start)
-    last_params = {id(p) for p in r.student.last_layers()}
     bar = None
     if progress and rank == 0:
         from tqdm.auto import tqdm
@@ -268,28 +333,16 @@ def _train(r: _Run, progress: bool) -> None:
         bar = tqdm(total=r.stop, initial=r.start, desc=r.path.name, unit="step", dynamic_ncols=True)
     metrics_fh = open(metrics_path, "a") if rank == 0 else None
     try:
+        t_end = time.perf_counter()
         for step, epoch, gidx, views in batches(r.data, cfg, r.start, r.stop, r.steps_per_epoch, rank, r.world):
-            t0 = time.perf_counter()
-            views = views.to(r.device, non_blocking=True)  # (2, b, 1, S, S, S)
-            sched = _schedules(r, step)
-            for g in r.optimizer.param_groups:
-                g["lr"] = sched["lr"]
-                if g["apply_wd"]:
-                    g["weight_decay"] = sched["weight_decay"]
-
-            out = smart_step(cfg, r.teacher, r.model, views, [(cfg.seed, step, gidx[j]) for j in mine],
-                             criterion=r.criterion, teacher_temp=sched["teacher_temp"], amp=r.amp)
-            loss_value, terms, mask_ratio = _global_values(r, out)
-            if not math.isfinite(loss_value):
-                kept = f"last good checkpoint {ckpt_path} kept" if ckpt_path.exists() else "no checkpoint written yet"
-                raise SmartError(f"{r.path}: step {step}: loss is {loss_value} ({', '.join(f'{k}={v:.4g}' for k, v in terms.items())}); "
-                                 f"stopped, {kept}")
-            _update(r, out, epoch, sched["momentum"], last_params)
-
-            dt = time.perf_counter() - t0
+            t0, c0 = time.perf_counter(), time.process_time()
+            data_time = t0 - t_end  # waiting for this step's views (0 when prefetched in time)
+            rec = train_step(r, step, epoch, gidx, views)
+            t_end = time.perf_counter()
+            dt = t_end - t0
             if rank == 0:
-                rec = {"step": step, "epoch": epoch, "loss": loss_value, **terms, **sched, "mask_ratio": mask_ratio,
-                       "step_time": dt, "samples_per_s": cfg.batch_size / dt}
+                rec.update(step_time=dt, data_time=data_time, cpu_time=time.process_time() - c0,
+                           samples_per_s=cfg.batch_size / dt)
                 if (step % cfg.log_every == 0) or step == r.stop - 1:
                     metrics_fh.write(json.dumps(rec) + "\n")
                     metrics_fh.flush()
@@ -298,6 +351,7 @@ def _train(r: _Run, progress: bool) -> None:
                     bar.set_postfix(loss=f"{rec['loss']:.4f}")
             if (step + 1) % cfg.ckpt_every == 0 or step + 1 == r.stop:
                 _checkpoint(r, step + 1)
+                t_end = time.perf_counter()  # a checkpoint's write is not data time
     finally:
         if bar is not None:
             bar.close()
@@ -306,14 +360,14 @@ def _train(r: _Run, progress: bool) -> None:
 
 
 # ------------------------------------------------------------------------------------------ files
-def _checkpoint(r: _Run, step: int) -> None:
+def _checkpoint(r: Run, step: int) -> None:
     if r.rank != 0:
         return
     save_torch({"step": step, "student": r.student.state_dict(), "teacher": r.teacher.state_dict(),
                 "loss": r.criterion.state_dict(), "optimizer": r.optimizer.state_dict(), "rng": rng_state()}, r.path / CHECKPOINT)
 
 
-def _finish(r: _Run, wall_s: float) -> None:
+def _finish(r: Run, wall_s: float) -> None:
     """Export the teacher's encoder and write the run summary (rank 0)."""
     export_encoder(r.teacher, r.path / "encoder.pt")
     dev = r.device

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -18,7 +18,7 @@ import torch
 from .config import PretrainConfig
 from .errors import SmartError
 
-__all__ = ["keyed_seed", "keyed_generator", "PretrainData", "batches", "data_root", "pretrain_records"]
+__all__ = ["keyed_seed", "keyed_generator", "PretrainData", "batches", "prefetch", "data_root", "pretrain_records"]
 
 
 def keyed_seed(*parts: int) -> int:
@@ -113,9 +113,53 @@ def batches(data: PretrainData, cfg: PretrainConfig, start: int, stop: int, spe:
         items = [(epoch, g[rank * b + j]) for g in glob for j in range(b)]
         loader = torch.utils.data.DataLoader(_Items(data, items), batch_size=b, shuffle=False, num_workers=cfg.num_workers,
                                              collate_fn=lambda xs: torch.stack(xs, dim=1), pin_memory=torch.cuda.is_available())
-        for s, views in enumerate(loader):
+        for s, views in enumerate(prefetch(loader) if cfg.num_workers == 0 and cfg.prefetch else loader):
             yield step, epoch, glob[s], views
             step += 1
+
+
+def prefetch(iterable: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """Items of ``iterable`` prepared ``depth`` ahead by a background thread, in order.
+
+    With ``num_workers=0`` the views of the next step are cropped while the current step computes
+    (the transforms spend their time in NumPy / torch, which release the GIL); worker processes would
+    compete with the training threads for the same cores. An exception in the thread is re-raised here.
+    Hand-written because ``torch.utils.data.DataLoader`` prefetches only with worker processes.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for item in iterable:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            q.put((done, exc))
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if exc is not None:
+                raise exc
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def data_root(run_dir: str | Path) -> Path:

@@ -14,6 +14,7 @@ import dataclasses
 from typing import Any, Callable, Sequence
 
 import torch
+from torch.profiler import record_function
 
 from .config import PretrainConfig
 from .masking import make_mask, patch_dropout, upsample_mask
@@ -47,7 +48,7 @@ class StepResult:
 
 def smart_step(cfg: PretrainConfig, teacher: SMARTNet, student: Callable[..., Any], views: torch.Tensor,
                keys: Sequence[tuple[int, ...]], criterion: torch.nn.Module | None = None, teacher_temp: float | None = None,
-               amp: bool = False, clean_pass: bool = False) -> StepResult:
+               amp: bool = False, clean_pass: bool = False, given_scores: torch.Tensor | None = None) -> StepResult:
     """Run one SMART step on ``views`` (V, b, 1, S, S, S) of ``b`` samples keyed by ``keys`` (length b).
 
     Args:
@@ -59,6 +60,8 @@ def smart_step(cfg: PretrainConfig, teacher: SMARTNet, student: Callable[..., An
         amp: bf16 autocast on the views' device.
         clean_pass: also run the teacher on the clean views (always done when ``cfg.clean_attention``,
             which then picks the mask from that pass).
+        given_scores: (V·b, N) view-major unit scores for ``cfg.mask_mode == "given"`` (MSMAE hook: the
+            supervised attention of :class:`smartlib.supervised_masking.SupervisedAttention`); else unused.
     """
     device = views.device
     V, b = views.shape[:2]
@@ -67,29 +70,38 @@ def smart_step(cfg: PretrainConfig, teacher: SMARTNet, student: Callable[..., An
     x = views.flatten(0, 1)  # (V·b, 1, S, S, S), view-major
 
     # ---- noisy teacher on all views at once: targets, and the attention that picks the mask
-    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        drop = torch.cat([patch_dropout(1, N, cfg.teacher_drop, keyed_generator(*key, v, 1))
-                          for v in range(V) for key in keys])
-        x_t, t_mask = noisy_view(x, drop.to(device), cfg.teacher_noise, grid)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp), record_function("smart/teacher"):
+        with record_function("smart/noise"):
+            drop = torch.cat([patch_dropout(1, N, cfg.teacher_drop, keyed_generator(*key, v, 1))
+                              for v in range(V) for key in keys])
+            x_t, t_mask = noisy_view(x, drop.to(device), cfg.teacher_noise, grid)
         t_feat = teacher.encode(x_t, t_mask)
         t_logits = teacher.project(t_feat)
         attn_clean = teacher.encode(x)["attn"] if cfg.clean_attention or clean_pass else None
         attn = attn_clean if cfg.clean_attention else t_feat["attn"]
+        if cfg.mask_mode == "given":  # MSMAE hook: the mask comes from supervised scores, not the teacher
+            attn = given_scores
+    with torch.no_grad(), record_function("smart/mask"):
+        # one device → host copy of the scores for the whole batch (the keyed draws are made on the host, so a
+        # run is the same on any device and process count), one host → device copy of the masks
+        scores = None if attn is None else attn.detach().float().cpu()
         mask = torch.cat([
-            make_mask(cfg.mask_mode, 1, N, cfg.mask_ratio, None if attn is None else attn[v * b + k:v * b + k + 1],
+            make_mask(cfg.mask_mode, 1, N, cfg.mask_ratio, None if scores is None else scores[v * b + k:v * b + k + 1],
                       cfg.hint_ratio, cfg.hint_top, keyed_generator(*key, v, 2))
-            for v in range(V) for k, key in enumerate(keys)]).to(device)
+            for v in range(V) for k, key in enumerate(keys)]).to(device, non_blocking=True)
 
     # ---- student on all masked views in one forward, losses
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-        _, s_logits, recon = student(x, mask)
-        voxel_mask = upsample_mask(mask.cpu(), grid, UNIT).to(device)
+        with record_function("smart/student"):
+            _, s_logits, recon = student(x, mask)
+        voxel_mask = upsample_mask(mask, grid, UNIT)  # on the device
         split = lambda t, v: t[v * b:(v + 1) * b]  # noqa: E731
         t_outs = [{k: split(t, v) for k, t in t_logits.items()} for v in range(V)]
         loss = terms = None
         if criterion is not None:
-            s_outs = [{**{k: split(t, v) for k, t in s_logits.items()}, "recon": split(recon, v).float(), "input": views[v],
-                       "unit_mask": split(mask, v), "voxel_mask": split(voxel_mask, v)} for v in range(V)]
-            loss, terms = criterion(s_outs, t_outs, teacher_temp)
+            with record_function("smart/loss"):
+                s_outs = [{**{k: split(t, v) for k, t in s_logits.items()}, "recon": split(recon, v).float(), "input": views[v],
+                           "unit_mask": split(mask, v), "voxel_mask": split(voxel_mask, v)} for v in range(V)]
+                loss, terms = criterion(s_outs, t_outs, teacher_temp)
     return StepResult(loss=loss, terms=terms, teacher_logits=t_outs, teacher_drop=drop, mask=mask, voxel_mask=voxel_mask,
                       attention=attn, attention_clean=attn_clean, recon=recon)

@@ -1,7 +1,7 @@
 """The task registry: one :class:`TaskSpec` per task, read by everything that needs to know a task.
 
 A task is what a chapter trains or evaluates on: its kind (pretraining, classification,
-segmentation), its classes, the phantom generator and its defaults, the size of the built-in set
+segmentation, multi-label), its classes, the phantom generator and its defaults, the size of the built-in set
 at each preset, how that set is split, how its images are preprocessed, and the chapter that uses
 it. The command line (``smart data make --task``, ``smart finetune --task``), the record loader's
 task aliases (:func:`smartlib.data.resolve_data`), the data chapter and the results page all read
@@ -27,7 +27,8 @@ __all__ = ["TaskSpec", "TASKS", "KINDS", "task", "task_names", "builtin_dir", "b
            "builtin_params", "split_fractions", "prep_for", "record_kind"]
 
 #: the kinds of task; ``needs`` says what :func:`smartlib.data.resolve_data` requires of a record
-KINDS: dict[str, str | None] = {"pretraining": None, "classification": "label", "segmentation": "mask"}
+KINDS: dict[str, str | None] = {"pretraining": None, "classification": "label", "segmentation": "mask",
+                                "multilabel": "labels"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +76,9 @@ _NATIVE32 = {"roi": 32, "spacing": None}
 #: stage's window shrinks (crop edge ≥ 16 × window: 32³ for the window-2 encoders of smoke / cpu, 64³ for paper)
 _CPU2MM = {"roi": 32, "spacing": 2.0}
 _PAPER2MM = {"roi": 64, "spacing": 2.0}
+#: multi-label findings: enough training cases for the rarer labels, ~110 test cases at cpu
+_SPLIT_ML = {"splits": [0.5, 0.15, 0.35]}
+_FINDINGS_CPU = {"roi": 32, "spacing": 4.0, "size2d": 64}
 
 #: every task, in generator order (append only)
 TASKS: dict[str, TaskSpec] = {t.name: t for t in (
@@ -137,6 +141,18 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
         prep={"smoke": {"roi": 64, "spacing": 2.0}, "cpu": {"roi": 64, "spacing": 2.0},
               "paper": {"roi": 128, "spacing": 2.0}},
     ),
+    TaskSpec(
+        "findings", "multilabel",
+        "whole thoraxes with six co-occurring findings (ChestX-ray14 labels and frequencies), each with its mask; "
+        "CT and AP radiograph",
+        chapter="09_label_tokens",
+        defaults={"shape": [64, 56, 64], "spacing": [2.0, 2.0, 2.0], "prevalence_scale": 2.5},
+        sizes={"smoke": 32, "cpu": 320, "paper": 2000},
+        builtin={"smoke": _SPLIT_ML, "cpu": _SPLIT_ML, "paper": {**_SPLIT_ML, "shape": [128, 112, 128]}},
+        # 3D: the whole thorax (128 mm field) must fit one crop; at cpu a 32³ crop holds it only at 4 mm (a 64³
+        # crop at the pretraining 2 mm costs 8× the Swin features). size2d: the radiograph edge in pixels.
+        prep={"smoke": _FINDINGS_CPU, "cpu": _FINDINGS_CPU, "paper": {"roi": 64, "spacing": 2.0, "size2d": 224}},
+    ),
 )}
 
 
@@ -155,7 +171,8 @@ def task_names(kind: str | None = None, builtin: bool = False) -> list[str]:
 def record_kind(name: str) -> str:
     """The record requirement (``pretrain``, ``classify``, ``segment``) of a task name or a kind name."""
     kind = TASKS[name].kind if name in TASKS else name
-    return {"pretraining": "pretrain", "classification": "classify", "segmentation": "segment"}[kind]
+    return {"pretraining": "pretrain", "classification": "classify", "segmentation": "segment",
+            "multilabel": "multilabel"}[kind]
 
 
 def _check_preset(preset: str) -> None:

@@ -37,8 +37,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     s_params = list(student.parameters())
     if len(t_params) != len(s_params):
         raise ValueError("teacher and student have different parameter lists")
-    torch._foreach_mul_(t_params, momentum)
-    torch._foreach_add_(t_params, [p.detach() for p in s_params], alpha=1.0 - momentum)
+    torch._foreach_lerp_(t_params, [p.detach() for p in s_params], 1.0 - momentum)  # one fused pass: t + (1 − m)(s − t)
 
 
 def momentum_at(step: int, total: int, base: float = 0.996, final: float = 1.0) -> float:
@@ -58,6 +57,6 @@ def noisy_view(x: torch.Tensor, dropped: torch.Tensor, mode: str, grid: int) -> 
     if mode == "token":
         return x, dropped
     if mode == "zero":
-        keep = ~upsample_mask(dropped.cpu(), grid, UNIT).to(x.device)
+        keep = ~upsample_mask(dropped.to(x.device), grid, UNIT)
         return x * keep[:, None].to(x.dtype), None
     raise ValueError(f"teacher noise mode {mode!r}: expected 'zero' or 'token'")

@@ -260,3 +260,69 @@ def test_execute_malformed_params(book: Path, text: str, match: str) -> None:
     with pytest.raises(SmartError, match=r"tiny\.yaml: .*" + match.replace("[", r"\[")):
         _run(book)
     assert not (book / "book" / "executed").exists()
+
+
+# --------------------------------------------------------------------------- notebooks side by side (jobs > 1)
+STAMP_BODY = (
+    "import json, os, time\n"
+    "t0 = time.time(); time.sleep(4)\n"
+    "json.dump({'start': t0, 'end': time.time(), 'omp': os.environ.get('OMP_NUM_THREADS')},\n"
+    "          open(f'stamp_{name}.json', 'w'))"
+)
+
+
+def _stamp_book(root: Path, needs: dict[str, list[str] | None]) -> Path:
+    for stem, need in needs.items():
+        path = _notebook(root / "notebooks" / f"{stem}.ipynb", PARAMS_SRC.replace("word", "name"), STAMP_BODY)
+        nb = nbformat.read(path, as_version=4)
+        if need is not None:
+            nb.metadata["smart"] = {"needs": need}
+        nbformat.write(nb, path)
+    (root / "params").mkdir(exist_ok=True)
+    (root / "params" / "tiny.yaml").write_text(
+        "common: {preset: tiny, runs_dir: ../runs/tiny, seed: 0}\n" + "".join(f"{s}: {{name: {s}}}\n" for s in needs))
+    return root
+
+
+def _stamps(root: Path) -> dict[str, dict]:
+    return {p.stem[len("stamp_"):]: json.loads(p.read_text()) for p in (root / "notebooks").glob("stamp_*.json")}
+
+
+def test_parallel_notebooks_overlap_and_wait_for_their_needs(tmp_path: Path) -> None:
+    root = _stamp_book(tmp_path, {"00_a": [], "01_b": [], "02_c": ["00_a"], "03_d": None})
+    timings, lines = _run(root, jobs=2)
+    assert set(timings) == {"00_a", "01_b", "02_c", "03_d"}
+    st = _stamps(root)
+    # 00_a and 01_b need nothing: they ran at the same time, one thread each
+    assert st["00_a"]["start"] < st["01_b"]["end"] and st["01_b"]["start"] < st["00_a"]["end"]
+    assert st["00_a"]["omp"] == st["01_b"]["omp"] == "1"
+    # 02_c started only after 00_a had finished; 03_d (no metadata) after every notebook before it
+    assert st["02_c"]["start"] >= st["00_a"]["end"]
+    assert st["03_d"]["start"] >= max(st[s]["end"] for s in ("00_a", "01_b", "02_c"))
+    assert st["03_d"]["omp"] is None or st["03_d"]["omp"] == os.environ.get("OMP_NUM_THREADS")  # alone: every core
+    saved = json.loads((root / "runs" / "tiny" / "book_timings.json").read_text())
+    assert set(saved["seconds"]) == set(timings)
+    assert sorted(p.name for p in (root / "book" / "executed").iterdir()) == [f"{s}.ipynb" for s in sorted(timings)]
+
+
+def test_parallel_failure_is_one_line_and_stops_what_needs_it(book: Path) -> None:
+    nb = nbformat.read(book / "notebooks" / "01_bad.ipynb", as_version=4)
+    nb.metadata["smart"] = {"needs": []}
+    nbformat.write(nb, book / "notebooks" / "01_bad.ipynb")
+    _notebook(book / "notebooks" / "02_after.ipynb", PARAMS_SRC, "open('after_ran', 'w')")
+    (book / "params" / "tiny.yaml").write_text("common: {preset: tiny, runs_dir: ../runs/tiny, seed: 3}\n00_ok: {word: hi}\n")
+    with pytest.raises(SmartError) as err:
+        _run(book, jobs=2)
+    assert str(err.value) == "notebooks/01_bad.ipynb failed at cell 4: ValueError: boom 42"
+    assert (book / "book" / "executed" / "00_ok.ipynb").is_file()
+    assert not (book / "notebooks" / "after_ran").exists()  # 02_after needs every notebook before it
+
+
+def test_parallel_bad_arguments(book: Path) -> None:
+    with pytest.raises(SmartError, match="jobs=0"):
+        _run(book, jobs=0)
+    nb = nbformat.read(book / "notebooks" / "01_bad.ipynb", as_version=4)
+    nb.metadata["smart"] = {"needs": ["07_missing"]}
+    nbformat.write(nb, book / "notebooks" / "01_bad.ipynb")
+    with pytest.raises(SmartError, match=r"01_bad.ipynb: metadata smart.needs names 07_missing"):
+        _run(book, jobs=2)

@@ -208,13 +208,14 @@ def test_cli_bad_set_prints_one_error_line(tmp_path, capsys):
 
 
 #: config.json's keys in order: runs compare it byte for byte, so the field order must not change
-CONFIG_KEYS = ("data n_volumes phantom_shape data_seed spacing hu_min hu_max cache num_workers arch img_size embed_dim "
-               "depths num_heads window_size drop_path semantic_attention sa_depth sa_heads layerscale vit_hidden "
+CONFIG_KEYS = ("data n_volumes phantom_shape data_seed spacing hu_min hu_max cache num_workers prefetch arch img_size "
+               "embed_dim depths num_heads window_size drop_path semantic_attention sa_depth sa_heads layerscale vit_hidden "
                "vit_layers vit_heads prototypes head_hidden head_bottleneck head_layers gitd_stage grad_checkpoint "
-               "mask_mode mask_ratio hint_ratio hint_top teacher_drop teacher_noise clean_attention momentum "
-               "momentum_final w_amip w_ampd w_aitd w_gitd student_temp teacher_temp teacher_temp_final "
-               "teacher_temp_warmup center_momentum epochs batch_size lr min_lr warmup weight_decay weight_decay_final "
-               "clip_grad clip_mode freeze_last_layer amp seed device ckpt_every log_every max_steps").split()
+               "fast_attention mask_mode mask_ratio hint_ratio hint_top given_attention teacher_drop teacher_noise "
+               "clean_attention momentum momentum_final w_amip w_ampd w_aitd w_gitd student_temp teacher_temp "
+               "teacher_temp_final teacher_temp_warmup center_momentum epochs batch_size lr min_lr warmup weight_decay "
+               "weight_decay_final clip_grad clip_mode freeze_last_layer amp fused_optimizer threads compile seed device "
+               "ckpt_every log_every max_steps init_from").split()
 
 
 def test_config_field_order_is_stable():

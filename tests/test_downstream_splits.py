@@ -136,7 +136,7 @@ def test_not_an_export_is_rejected_early(tmp_path):
 
     p = tmp_path / "raw.pt"
     torch.save({"weights": torch.zeros(2)}, p)
-    with pytest.raises(SmartError, match="not a SMART encoder export"):
+    with pytest.raises(SmartError, match="not an encoder export"):
         resolve_init(str(p), "smoke", tmp_path)
 
 

@@ -26,12 +26,12 @@ from smartlib.cli import main as cli_main
 from smartlib.errors import SmartError
 from smartlib.io import load_torch, save_torch
 from smartlib.models.smart import SMARTNet, load_encoder
-from smartlib.pretrain import CHECKPOINT, load_run_config, pretrain
+from smartlib.pretrain import CHECKPOINT, TIMING_FIELDS, load_run_config, pretrain
 
 #: 8 steps (4 volumes, batch 2, 4 epochs), checkpoints every 2 steps (smoke), 32³ crops
 BASE = {"img_size": 32, "epochs": 4}
 CLI_SET = ["--set", "img_size=32", "--set", "epochs=4"]
-TIMING = ("step_time", "samples_per_s")
+TIMING = TIMING_FIELDS
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -125,7 +125,7 @@ def _free_port() -> int:
 
 
 def test_ddp_two_processes_equal_one_process(runs):
-    sets = {"img_size": 32, "epochs": 4, "max_steps": 3, "drop_path": 0.0}
+    sets = {"img_size": 32, "epochs": 4, "max_steps": 3, "drop_path": 0.0, "amp": False}  # fp32: bf16 rounding differs per batch split
     ddp = runs / "ddp2"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
@@ -200,8 +200,8 @@ def test_export_loads_strictly_into_swinunetr(base_run, tmp_path, capsys):
     with torch.no_grad():
         ours, theirs = teacher.encoder(x), swin(x, normalize=True)
     assert len(ours) == len(theirs) == 5
-    for a, b in zip(ours, theirs):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    for a, b in zip(ours, theirs):  # float rounding only: the fast window attention sums in another order
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     # the export is the run's final teacher, as written at the end of the run
     _assert_states_equal(blob["encoder"], load_torch(base_run / "encoder.pt")["encoder"])
     assert load_encoder(out).encode(x)["attn"].shape == (2, 8)

@@ -95,6 +95,11 @@ def test_stage_windows_agree_with_monais_forward():
     assert _windows_seen_by_monai(2, 32) == stage_windows(2, 32) == [2, 2, 2, 2]
 
 
+#: the one documented exception to "downstream at the pretraining spacing": the label-token chapter's whole-thorax
+#: CT must fit one crop, which at the smoke / cpu crop of 32³ takes 4 mm (the paper preset keeps 2 mm)
+COARSER_AT_CPU = {"findings": 4.0}
+
+
 def test_every_task_grid_keeps_the_pretraining_windows_and_spacing():
     from smartlib.config import PRESETS
     from smartlib.models.swin import stage_windows
@@ -111,7 +116,8 @@ def test_every_task_grid_keeps_the_pretraining_windows_and_spacing():
             assert stage_windows(cfg.window_size, prep["roi"]) == [cfg.window_size] * 4, (preset, name, prep)
             assert prep["roi"] <= cfg.img_size, (preset, name)
             if prep["spacing"] is not None:  # organ crops are OrganMNIST3D-style resized crops, without spacing
-                assert prep["spacing"] == cfg.spacing, (preset, name, prep)
+                want = COARSER_AT_CPU.get(name, cfg.spacing) if preset != "paper" else cfg.spacing
+                assert prep["spacing"] == want, (preset, name, prep)
             checked += 1
     assert checked >= 3 * 4
 

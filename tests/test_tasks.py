@@ -21,6 +21,7 @@ SMALL = {
     "segmentation": {"shape": [32, 32, 32], "spacing": 3.0},
     "organs": {"size": 16},
     "localisation": {"size": 32, "offset_mm": 24.0},
+    "findings": {"shape": [32, 28, 32]},
 }
 EXTRAS = {
     "pretrain": ["view"],
@@ -30,8 +31,9 @@ EXTRAS = {
     "segmentation": ["tumour_volume_ml", "irregularity", "heterogeneity"],
     "organs": ["organ", "spacing_mm"],
     "localisation": ["annotation_id", "nodule_id", "malignancy", "volume_mm3", "center_x", "center_y", "center_z"],
+    "findings": ["findings_mask", "drr", "drr_mask", "effusion", "nodule", "mass", "pneumothorax", "consolidation", "cardiomegaly"],
 }
-N = {"pretrain": 4, "nodules": 6, "response": 5, "segmentation": 5, "organs": 11, "localisation": 4}
+N = {"pretrain": 4, "nodules": 6, "response": 5, "segmentation": 5, "organs": 11, "localisation": 4, "findings": 4}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import SmartError, short_error
 
 __all__ = ["SLICE_STEP_ATOL_MM", "SLICE_STEP_RTOL", "TILT_TOL_DEG", "is_dicom_file", "is_dicom_series_dir",
-           "inspect_dicom_series", "dicom_series_issues", "read_dicom_series", "raise_first", "fmt_mm"]
+           "inspect_dicom_series", "dicom_series_issues", "read_dicom_series", "raise_first", "fmt_mm", "acquisition_tags"]
 
 _NON_IMAGE_DICOM_NAMES = {"DICOMDIR"}
 #: DICOM slice positions: a step between neighbouring slices may differ from the median step by at most
@@ -331,3 +331,34 @@ def read_dicom_series(path: Path) -> tuple[np.ndarray, np.ndarray, dict]:
     if warns:
         meta["smart_warnings"] = warns
     return np.asarray(arr, dtype=np.float32), np.asarray(meta["affine"], dtype=np.float64), meta
+
+
+def acquisition_tags(path: str | os.PathLike) -> dict[str, Any]:
+    """The acquisition tags of a DICOM series folder (or one DICOM file), read from the first image slice's header.
+
+    Returns ``{"kernel": ConvolutionKernel (multi-valued: joined by "\\"), "slice_thickness_mm": SliceThickness,
+    "contrast_agent": ContrastBolusAgent}``, each None where the tag is absent or unreadable (an empty
+    ContrastBolusAgent is ``""``: the attribute is there without an agent).
+    """
+    import pydicom
+
+    p = Path(path)
+    files = [p] if p.is_file() else sorted(f for f in p.iterdir() if is_dicom_file(f)) if p.is_dir() else []
+    for f in files:
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True)
+        except Exception:  # noqa: BLE001 - an unreadable slice has no tags; the readers report it
+            continue
+        if "Rows" not in ds:
+            continue
+        kernel = ds.get("ConvolutionKernel")
+        if kernel is not None and not isinstance(kernel, str):
+            kernel = "\\".join(str(k) for k in kernel) if kernel else ""
+        try:
+            thickness = float(ds.SliceThickness) if ds.get("SliceThickness") not in (None, "") else None
+        except (TypeError, ValueError):
+            thickness = None
+        agent = ds.get("ContrastBolusAgent")
+        return {"kernel": None if kernel in (None, "") else str(kernel), "slice_thickness_mm": thickness,
+                "contrast_agent": None if agent is None else str(agent).strip()}
+    return {"kernel": None, "slice_thickness_mm": None, "contrast_agent": None}

@@ -123,6 +123,8 @@ def task_params(task: str, n: int, seed: int, **params: Any) -> dict[str, Any]:
             out[k] = _as_float(k, v, 0.2, 2.0)
         elif k == "per_subject":
             out[k] = _as_int(k, v, 1, len(ORGAN_CLASSES))
+        elif k == "prevalence_scale":
+            out[k] = _as_float(k, v, 0.1, 4.0)
         else:  # pragma: no cover - every default key is handled above
             out[k] = v
     return out
@@ -449,9 +451,38 @@ def _gen_organs(P: dict, root: Path) -> list[dict]:
     return rows
 
 
+def _gen_findings(P: dict, root: Path) -> list[dict]:
+    """Thoraxes with co-occurring findings (:mod:`smartlib.data.findings`): the CT and its AP radiograph
+    (:mod:`smartlib.data.drr`), each with its findings' masks packed into one bit mask (bit k = finding k)."""
+    from PIL import Image
+
+    from .drr import MU_WATER, drr, project_mask, to_radiograph_view, to_uint8
+    from .findings import FINDINGS, make_findings_case, pack_masks
+
+    full_scale = MU_WATER * P["shape"][1] * P["spacing"][1]  # a whole water-filled field of view is white
+    rows = []
+    for i in range(P["n"]):
+        cs = _case_seed(P["seed"], "findings", i)
+        c = make_findings_case(cs, shape=P["shape"], spacing=P["spacing"], prevalence_scale=P["prevalence_scale"])
+        rel = {k: f"{k}/findings_{i:05d}.{ext}" for k, ext in
+               (("images", "nii.gz"), ("findings_masks", "nii.gz"), ("drr", "png"), ("drr_masks", "png"))}
+        _save_nifti(root / rel["images"], _hu_int16(c.image), c.spacing)
+        _save_nifti(root / rel["findings_masks"], pack_masks(c.masks), c.spacing)
+        (root / "drr").mkdir(exist_ok=True)
+        (root / "drr_masks").mkdir(exist_ok=True)
+        Image.fromarray(to_uint8(drr(c.image, c.spacing), full_scale)).save(root / rel["drr"])
+        Image.fromarray(pack_masks(to_radiograph_view(np.stack([project_mask(m) for m in c.masks])))).save(root / rel["drr_masks"])
+        rows.append({"image": rel["images"], "label": "", "mask": "", "patient_id": f"phantom-{cs:010d}",
+                     **_acq_cols(c.acquisition), "findings_mask": rel["findings_masks"], "drr": rel["drr"],
+                     "drr_mask": rel["drr_masks"],
+                     **dict(zip(FINDINGS, c.labels.tolist())), "phantom_seed": cs})
+    return rows
+
+
 _GENERATORS: dict[str, Callable[[dict, Path], list[dict]]] = {
     "pretrain": _gen_pretrain, "nodules": _gen_nodules, "response": _gen_response,
     "segmentation": _gen_segmentation, "organs": _gen_organs, "localisation": _gen_nodules,
+    "findings": _gen_findings,
 }
 
 
@@ -491,6 +522,12 @@ def make_task(task: str, n: int, seed: int, out: str | os.PathLike, **params: An
       anywhere), drawn from the case's own rng and clipped so the whole nodule stays inside; the window is
       shifted so that the nodule lies on a random lung point. ``offset_mm`` = 0 gives centred nodules.
       Extras: those of ``nodules`` plus ``center_x, center_y, center_z`` (the nodule's centre voxel).
+
+    * ``findings`` — whole-thorax phantoms (``shape`` 64×56×64 at 2 mm, the body scaled to fill the field)
+      with six co-occurring findings drawn at ``prevalence_scale`` × their ChestX-ray14 frequencies
+      (:mod:`smartlib.data.findings`); ``mask`` is empty (no single label map): ``findings_mask`` holds the findings'
+      masks packed as bits (bit k = finding k), ``drr`` / ``drr_mask`` the AP radiograph (8-bit PNG,
+      :mod:`smartlib.data.drr`) and its projected packed masks. Extras: those, and one 0/1 column per finding.
 
     Every task also takes ``splits`` (train, val, test fractions, default 0.6/0.2/0.2), assigned by
     patient so no patient spans splits.

@@ -5,6 +5,8 @@
 * :mod:`.segment` — SwinUNETR initialised strictly from an export, Dice / HD95 with sliding-window inference;
 * :mod:`.clusters` — organ clustering of frozen features with UMAP;
 * :mod:`.attention` — [CLS] attention maps, localisation scores, attention-distance entropy per head;
+* :mod:`.multilabel`, :mod:`.label_tokens` — multi-label findings: per-label AUROC, label tokens (LT-ViT) vs [CLS],
+  label-token maps vs Grad-CAM;
 * :mod:`.study` — the skeleton every study follows (inits × fractions × seeds → rows → files);
 * :mod:`.metrics`, :mod:`.features`, :mod:`.data`, :mod:`.results` — shared pieces (figures: :mod:`smartlib.plots.downstream`).
 

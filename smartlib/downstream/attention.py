@@ -6,7 +6,8 @@ without semantic attention (SMIT-style, ``noise_no_sa``) has no [CLS] query; for
 parameter-free proxy: ``softmax_k(⟨t̄, t_k⟩ / √C)`` with ``t̄`` the mean token (the [CLS] such a model
 uses) and ``t_k`` the unit tokens — documented as such wherever it is shown.
 
-**Localisation** against a lesion mask (S, S, S):
+**Localisation** against a lesion mask (S, S, S) — or, for a radiograph, (S, S) with a (g, g) map: every scorer
+below works in 2-D as in 3-D (bilinear instead of trilinear, squares instead of cubes):
 
 * :func:`attention_mass_in_mask` — the unit map is upsampled to voxels (trilinear, ``align_corners=False``),
   clipped at 0 and normalised to sum 1; the score is the mass on lesion voxels.
@@ -82,32 +83,46 @@ def cls_attention(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 
     return torch.cat(maps), proxy
 
 
-def upsample_attention(attn: torch.Tensor, size: int | tuple[int, int, int]) -> torch.Tensor:
-    """Unit map (B, g, g, g) → voxel map (B, S, S, S): trilinear, clipped at 0, each map summing to 1."""
-    size = (size,) * 3 if isinstance(size, int) else tuple(size)
-    v = F.interpolate(attn[:, None].float(), size=size, mode="trilinear", align_corners=False)[:, 0].clamp_min(0)
-    return v / v.sum(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+def upsample_attention(attn: torch.Tensor, size: int | tuple[int, ...]) -> torch.Tensor:
+    """Unit map (B, g, g, g) → voxel map (B, S, S, S): trilinear, clipped at 0, each map summing to 1.
+
+    A 2-D map (B, g, g) becomes (B, S, S) the same way (bilinear); an int ``size`` is repeated per spatial axis.
+    """
+    d = attn.ndim - 1
+    size = (size,) * d if isinstance(size, int) else tuple(size)
+    mode = {2: "bilinear", 3: "trilinear"}.get(d)
+    if mode is None or len(size) != d:
+        raise SmartError(f"attn {tuple(attn.shape)} to size {size}: expected (B, g, g) or (B, g, g, g) and as many sizes")
+    v = F.interpolate(attn[:, None].float(), size=size, mode=mode, align_corners=False)[:, 0].clamp_min(0)
+    dims = tuple(range(1, d + 1))
+    return v / v.sum(dim=dims, keepdim=True).clamp_min(1e-12)
 
 
 def attention_mass_in_mask(attn_vox: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Share of attention on lesion voxels: attn_vox (B, S, S, S) normalised or not, mask (B, S, S, S) → (B,)."""
+    """Share of attention on lesion voxels: attn_vox (B, S, S, S) normalised or not, mask (B, S, S, S) → (B,)
+    (or (B, S, S) maps and masks of 2-D images)."""
     a = attn_vox.float()
-    return (a * (mask > 0)).sum(dim=(1, 2, 3)) / a.sum(dim=(1, 2, 3)).clamp_min(1e-12)
+    dims = tuple(range(1, a.ndim))
+    return (a * (mask > 0)).sum(dim=dims) / a.sum(dim=dims).clamp_min(1e-12)
 
 
 def _dilate(mask: torch.Tensor, tol: int) -> torch.Tensor:
-    """Binary dilation of mask (B, S, S, S) by a (2·tol + 1)³ cube, as three separable 1-D max-pools."""
+    """Binary dilation of mask (B, S, S, S) (or (B, S, S)) by a (2·tol + 1)-edge cube (square), as separable 1-D
+    max-pools."""
     m = (mask > 0).float()[:, None]
-    for k in ((2 * tol + 1, 1, 1), (1, 2 * tol + 1, 1), (1, 1, 2 * tol + 1)):
+    d = mask.ndim - 1
+    pool = F.max_pool3d if d == 3 else F.max_pool2d
+    for ax in range(d):
+        k = tuple(2 * tol + 1 if i == ax else 1 for i in range(d))
         if tol > 0:
-            m = F.max_pool3d(m, kernel_size=k, stride=1, padding=tuple(v // 2 for v in k))
+            m = pool(m, kernel_size=k, stride=1, padding=tuple(v // 2 for v in k))
     return m[:, 0] > 0
 
 
-def _unit_centres(g: int, unit: int) -> torch.Tensor:
-    """Voxel index of each unit centre, C order: (g³, 3)."""
-    ii = torch.arange(g ** 3)
-    return torch.stack([ii // (g * g), (ii // g) % g, ii % g], dim=1) * unit + unit // 2
+def _unit_centres(g: int, unit: int, d: int = 3) -> torch.Tensor:
+    """Voxel index of each unit centre of a g^d grid, C order: (g^d, d)."""
+    ii = torch.arange(g ** d)
+    return torch.stack([(ii // g ** (d - 1 - a)) % g for a in range(d)], dim=1) * unit + unit // 2
 
 
 def pointing_game(attn: torch.Tensor, mask: torch.Tensor, unit: int = UNIT, tolerance: int | None = None,
@@ -120,31 +135,38 @@ def pointing_game(attn: torch.Tensor, mask: torch.Tensor, unit: int = UNIT, tole
     """
     if ties not in ("first", "mean"):
         raise SmartError(f"ties={ties!r}: expected 'first' or 'mean'")
-    if attn.ndim != 4 or mask.ndim != 4 or len(attn) != len(mask):
-        raise SmartError(f"attn {tuple(attn.shape)} and mask {tuple(mask.shape)}: expected (B, g, g, g) and (B, S, S, S)")
-    b, g = attn.shape[0], attn.shape[1]
-    if tuple(mask.shape[1:]) != (g * unit,) * 3:
-        raise SmartError(f"mask shape {tuple(mask.shape)}: expected (B, {g * unit}, {g * unit}, {g * unit}) for a {g}³ unit map")
+    if attn.ndim not in (3, 4) or mask.ndim != attn.ndim or len(attn) != len(mask):
+        raise SmartError(f"attn {tuple(attn.shape)} and mask {tuple(mask.shape)}: expected (B, g, g, g) and (B, S, S, S) "
+                         "(or (B, g, g) and (B, S, S))")
+    b, g, d = attn.shape[0], attn.shape[1], attn.ndim - 1
+    if tuple(mask.shape[1:]) != (g * unit,) * d:
+        raise SmartError(f"mask shape {tuple(mask.shape)}: expected (B, {', '.join([str(g * unit)] * d)}) for a {g}^{d} unit map")
     tol = unit // 2 if tolerance is None else int(tolerance)
     dil = _dilate(mask, tol)
-    c = _unit_centres(g, unit)
+    c = _unit_centres(g, unit, d)
     flat = attn.reshape(b, -1).float()
     if ties == "first":
         idx = c[flat.argmax(dim=1)]
-        return dil[torch.arange(b), idx[:, 0], idx[:, 1], idx[:, 2]]
+        return dil[(torch.arange(b), *idx.T)]
     top = flat.max(dim=1, keepdim=True).values
     tied = flat >= top - 1e-6 * top.abs()
-    inside = dil[:, c[:, 0], c[:, 1], c[:, 2]]  # (B, g³): unit centre in the dilated lesion
+    inside = dil[(slice(None), *c.T)]  # (B, g^d): unit centre in the dilated lesion
     return (tied & inside).sum(dim=1).float() / tied.sum(dim=1).float()
 
 
 def chance_hit_rate(mask: torch.Tensor, g: int, unit: int = UNIT, tolerance: int | None = None) -> torch.Tensor:
     """Expected pointing-game hit of a uniformly random unit: the share of the g³ unit centres inside the
-    dilated mask. mask (B, S, S, S) → (B,)."""
+    dilated mask. mask (B, S, S, S) or (B, S, S) → (B,)."""
     tol = unit // 2 if tolerance is None else int(tolerance)
     dil = _dilate(mask, tol)
-    c = _unit_centres(g, unit)
-    return dil[:, c[:, 0], c[:, 1], c[:, 2]].float().mean(dim=1)
+    c = _unit_centres(g, unit, mask.ndim - 1)
+    return dil[(slice(None), *c.T)].float().mean(dim=1)
+
+
+def _check_dims(spatial_dims: int) -> int:
+    if spatial_dims not in (2, 3) or isinstance(spatial_dims, bool):
+        raise SmartError(f"spatial_dims={spatial_dims!r}: expected 2 or 3")
+    return int(spatial_dims)
 
 
 def _check_grid(g: int) -> int:
@@ -153,30 +175,32 @@ def _check_grid(g: int) -> int:
     return int(g)
 
 
-def centre_prior(g: int, sigma_units: float = 1.0) -> torch.Tensor:
+def centre_prior(g: int, sigma_units: float = 1.0, spatial_dims: int = 3) -> torch.Tensor:
     """Centre-prior unit map (g, g, g), summing to 1: ``exp(−‖u − (g − 1)/2‖² / (2σ²))`` over unit indices u.
 
     The default σ of one unit (16 voxels) puts 39 % of a 4³ grid's weight (35 % of an 8³ grid's) on its 2³
-    central units.
+    central units. ``spatial_dims=2``: the same Gaussian on a (g, g) grid.
     """
-    g = _check_grid(g)
+    g, d = _check_grid(g), _check_dims(spatial_dims)
     if not (isinstance(sigma_units, (int, float, np.floating)) and math.isfinite(sigma_units) and sigma_units > 0):
         raise SmartError(f"sigma_units={sigma_units!r}: must be a positive number")
     u = torch.arange(g, dtype=torch.float64) - (g - 1) / 2.0
-    d2 = u[:, None, None] ** 2 + u[None, :, None] ** 2 + u[None, None, :] ** 2
+    d2 = sum(u.reshape([-1 if i == a else 1 for i in range(d)]) ** 2 for a in range(d))
     w = torch.exp(-d2 / (2.0 * float(sigma_units) ** 2))
     return (w / w.sum()).float()
 
 
-def uniform_map(g: int) -> torch.Tensor:
-    """Uniform unit map (g, g, g): every unit ``1 / g³``."""
-    g = _check_grid(g)
-    return torch.full((g, g, g), 1.0 / g ** 3)
+def uniform_map(g: int, spatial_dims: int = 3) -> torch.Tensor:
+    """Uniform unit map (g, g, g): every unit ``1 / g³`` (``spatial_dims=2``: (g, g), every unit ``1 / g²``)."""
+    g, d = _check_grid(g), _check_dims(spatial_dims)
+    return torch.full((g,) * d, 1.0 / g ** d)
 
 
-def baseline_maps(n: int, g: int) -> dict[str, torch.Tensor]:
-    """The :data:`BASELINES` as unit maps for n cases: name → (n, g, g, g)."""
-    return {"centre prior": centre_prior(g).expand(n, g, g, g).clone(), "uniform": uniform_map(g).expand(n, g, g, g).clone()}
+def baseline_maps(n: int, g: int, spatial_dims: int = 3) -> dict[str, torch.Tensor]:
+    """The :data:`BASELINES` as unit maps for n cases: name → (n, g, g, g) (or (n, g, g))."""
+    shape = (n,) + (g,) * _check_dims(spatial_dims)
+    return {"centre prior": centre_prior(g, spatial_dims=spatial_dims).expand(*shape).clone(),
+            "uniform": uniform_map(g, spatial_dims).expand(*shape).clone()}
 
 
 def score_maps(attn: torch.Tensor, masks: torch.Tensor, unit: int = UNIT) -> dict[str, torch.Tensor]:
@@ -184,9 +208,9 @@ def score_maps(attn: torch.Tensor, masks: torch.Tensor, unit: int = UNIT) -> dic
 
     The one scorer of encoders and baselines alike: ``attn_vox`` (B, S, S, S) from :func:`upsample_attention`,
     ``mass`` (B,) from :func:`attention_mass_in_mask`, ``hit`` (B,) float from :func:`pointing_game` with
-    ``ties="mean"``.
+    ``ties="mean"``. 2-D maps (B, g, g) against masks (B, S, S) are scored the same way.
     """
-    vox = upsample_attention(attn, masks.shape[-3:])
+    vox = upsample_attention(attn, tuple(masks.shape[1:]))
     return {"attn_vox": vox, "mass": attention_mass_in_mask(vox, masks),
             "hit": pointing_game(attn, masks, unit, ties="mean")}
 

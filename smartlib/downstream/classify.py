@@ -189,7 +189,7 @@ def finetune(net: nn.Module, x_train: torch.Tensor, y_train: np.ndarray, x_test:
     seed_everything(seed)
     model = FineTuneClassifier(net, n_classes)
     opt = torch.optim.AdamW([{"params": model.net.parameters(), "lr": lr},
-                             {"params": model.head.parameters(), "lr": head_lr}], weight_decay=weight_decay)
+                             {"params": model.head.parameters(), "lr": head_lr}], weight_decay=weight_decay, fused=True)
     per_epoch = int(np.ceil(len(x_train) / batch_size))
     steps = epochs * per_epoch
     n_warm = int(round(warmup * steps))

@@ -2,8 +2,10 @@
 
 An *init* is ``"scratch"`` (random weights of the preset's architecture, seeded), the name of a
 pretraining variant in :data:`smartlib.variants.VARIANTS` (pretrained on demand by
-:func:`smartlib.variants.pretrained`), or the path of an exported encoder (``smart export``), which is
-loaded with strict key matching (:func:`smartlib.models.smart.load_encoder`).
+:func:`smartlib.variants.pretrained`), or the path of an exported encoder — a SMART export
+(``smart export``, :func:`smartlib.models.smart.load_encoder`) or a plain ViT export of an MAE / MSMAE
+run (:func:`smartlib.models.vit.load_vit_features`, the same ``encode`` interface) — loaded with strict
+key matching.
 """
 from __future__ import annotations
 
@@ -31,13 +33,28 @@ def resolve_init(init: str | os.PathLike, preset: str, runs_dir: str | os.PathLi
         return str(pretrained(s, preset, runs_dir, log=log))
     if not Path(s).is_file():
         raise SmartError(f"{s}: encoder checkpoint not found (expected 'scratch', a variant of {', '.join(VARIANTS)}, or an exported encoder .pt)")
-    from ..models.smart import load_encoder
-
     # before any data is prepared: a file of another format, or weights that do not fit their declared
     # architecture (strict keys and shapes), fail here; a check only, so the global generator is kept
     with torch.random.fork_rng(devices=[]):
-        load_encoder(s)
+        _load_export(s)
     return s
+
+
+def _load_export(path: str, **overrides):
+    """A SMART export → ``SMARTNet(heads=False)`` (with ``overrides``); a ViT export (MAE / MSMAE) → ``ViTFeatures``
+    (its own fixed input size); anything else a SmartError."""
+    from ..io import load_torch
+    from ..models.smart import EXPORT_FORMAT, load_encoder
+    from ..models.vit import VIT_FORMAT, load_vit_features
+
+    blob = load_torch(path)
+    fmt = blob.get("format") if isinstance(blob, dict) else None
+    if fmt == VIT_FORMAT:
+        return load_vit_features(path)
+    if fmt != EXPORT_FORMAT:
+        raise SmartError(f"{path}: not an encoder export (format {fmt!r}; expected {EXPORT_FORMAT!r} from `smart export RUN` "
+                         f"or {VIT_FORMAT!r} from an MAE / MSMAE run)")
+    return load_encoder(path, **overrides)
 
 
 def init_arch(init: str, preset: str) -> dict:
@@ -48,7 +65,11 @@ def init_arch(init: str, preset: str) -> dict:
 
     if init == "scratch":
         return pretrain_config(preset).model_kwargs()
+    from ..models.vit import VIT_FORMAT, read_vit_export
+
     blob = load_torch(init)
+    if isinstance(blob, dict) and blob.get("format") == VIT_FORMAT:  # a plain ViT (MAE / MSMAE): its own arguments
+        return {"arch": "monai_vit", **read_vit_export(init)["model"]}
     if not isinstance(blob, dict) or blob.get("format") != EXPORT_FORMAT or not isinstance(blob.get("model"), dict):
         raise SmartError(f"{init}: not a SMART encoder export (expected format {EXPORT_FORMAT!r}; use `smart export RUN`)")
     return dict(blob["model"])
@@ -76,6 +97,10 @@ def load_init(init: str, preset: str, img_size: int, seed: int = 0):
         seed_everything(stream_seed(seed, "scratch"))
         kw = {**arch, "img_size": img_size, "drop_path": 0.0}
         return SMARTNet(heads=False, **kw)
+    if arch["arch"] == "monai_vit":  # a ViT export has its fixed input size (its position embeddings)
+        if arch["img_size"] != img_size:
+            raise SmartError(f"{init}: a ViT for {arch['img_size']}-voxel inputs cannot encode {img_size}-voxel crops")
+        return _load_export(init)
     overrides = {"img_size": img_size, "drop_path": 0.0}
     if arch.get("arch", "swin") != "swin":
         overrides.pop("img_size")

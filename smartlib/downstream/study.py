@@ -144,8 +144,9 @@ def seed_case_cis(cases: "pd.DataFrame", group: Sequence[str], metric: str, n_bo
 
 
 def comparisons(cases: "pd.DataFrame", group: Sequence[str], metric: str, n_boot: int = 2000,
-                seed: int = 0) -> "pd.DataFrame":
-    """The paired comparisons of :data:`PAIRS` within each ``group`` value, Holm-adjusted within the group.
+                seed: int = 0, pairs: Sequence[tuple[str, str]] = PAIRS) -> "pd.DataFrame":
+    """The paired comparisons of ``pairs`` (default :data:`PAIRS`; ``(arm, reference)``, arm ``"*"`` = every
+    other init) within each ``group`` value, Holm-adjusted within the group.
 
     Every init is compared with ``scratch`` and ``smart`` with ``smit`` (where present) on the same test
     cases (:func:`smartlib.downstream.stats.compare_arms`: DeLong for one-seed AUCs, else a paired
@@ -162,7 +163,7 @@ def comparisons(cases: "pd.DataFrame", group: Sequence[str], metric: str, n_boot
         key = key if isinstance(key, tuple) else (key,)
         present = list(dict.fromkeys(g["init"]))
         parts = []
-        for arm, ref in PAIRS:
+        for arm, ref in pairs:
             arms = [a for a in present if a != ref] if arm == "*" else [arm]
             if ref in present and arms and all(a in present for a in arms):
                 parts.append(compare_arms(g, "init", ref, metric, arms=arms, n_boot=n_boot, seed=seed))

@@ -61,7 +61,7 @@ class SMARTNet(nn.Module):
             if a.embed_dim % 12:
                 raise SmartError(f"embed_dim={a.embed_dim}: must be a multiple of 12 to load into SwinUNETR")
             self.encoder = MaskedSwinEncoder(a.in_chans, a.embed_dim, a.depths, a.num_heads, a.window_size,
-                                             a.drop_path, a.use_checkpoint)
+                                             a.drop_path, a.use_checkpoint, a.fast_attention)
             self.token_dim = 8 * a.embed_dim
             self.deep_dim = 16 * a.embed_dim
             self.pool_dim = self.deep_dim if a.gitd_stage == 4 else self.token_dim

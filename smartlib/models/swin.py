@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 from monai.networks.nets.swin_unetr import SwinTransformer
 
+from .fast_attention import accelerate
+
 __all__ = ["MaskedSwinEncoder", "stage_windows", "check_windows"]
 
 
@@ -60,6 +62,8 @@ class MaskedSwinEncoder(SwinTransformer):
         window_size: cubic window edge (4 in SMART).
         drop_path_rate: stochastic depth (0.1 student, 0 teacher).
         use_checkpoint: gradient checkpointing inside the Swin blocks.
+        fast_attention: swap MONAI's window attention for :class:`~smartlib.models.fast_attention.FastWindowAttention`
+            (same weights and math, faster softmax and fused no-grad attention); False keeps MONAI's.
     """
 
     def __init__(
@@ -71,6 +75,7 @@ class MaskedSwinEncoder(SwinTransformer):
         window_size: int = 4,
         drop_path_rate: float = 0.0,
         use_checkpoint: bool = False,
+        fast_attention: bool = True,
     ) -> None:
         # the same arguments SwinUNETR passes, so the state dicts match key for key
         super().__init__(
@@ -94,6 +99,7 @@ class MaskedSwinEncoder(SwinTransformer):
         )
         self.mask_token = nn.Parameter(torch.zeros(1, embed_dim, 1, 1, 1))
         nn.init.trunc_normal_(self.mask_token, std=0.02)
+        accelerate(self, fast_attention)
 
     @property
     def dims(self) -> list[int]:
@@ -104,7 +110,8 @@ class MaskedSwinEncoder(SwinTransformer):
         """Encode ``x`` (B, C, D, H, W); ``mask`` (B, D/2, H/2, W/2) bool marks patches to replace.
 
         Returns the five hidden states of MONAI's ``SwinTransformer.forward``. With ``mask`` None or
-        all False the result is bit-identical to MONAI's forward.
+        all False the result is MONAI's forward: bit-identical with ``fast_attention=False``, equal up to
+        float rounding with the fast attention.
         """
         x0 = self.patch_embed(x)
         if mask is not None:

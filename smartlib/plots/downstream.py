@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 __all__ = ["metric_vs_fraction", "umap_grid", "attention_overlays", "entropy_heatmap", "dice_vs_volume", "localisation_bars",
-           "finetune_curves"]
+           "finetune_curves", "segmentation_curves"]
 
 
 def metric_vs_fraction(summary: "pd.DataFrame", metric: str = "auc", title: str = "") -> Figure:
@@ -199,5 +199,52 @@ def finetune_curves(curves_csv: "str | os.PathLike") -> Figure:
             ax.set_xlabel("epoch")
     n = df.groupby(["init", "fraction"]).apply(lambda g: len(g[["seed", "fold"]].drop_duplicates())).max()
     axes[0].legend(fontsize=7, title=f"init (fraction), n = {n} runs", title_fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def segmentation_curves(curves: "str | os.PathLike | pd.DataFrame", x: str = "step") -> Figure:
+    """Train loss, validation Dice and test Dice per evaluation point of segmentation fine-tuning, one line per
+    init × fraction (mean over seeds), from a study's ``curves.csv`` (or its DataFrame); a ring marks the step
+    selected most often. ``x``: ``"step"`` or ``"epoch"``. The test Dice (of the ``n_curve_cases`` logged test
+    volumes) is drawn for reading only: selection used the validation Dice."""
+    import pandas as pd
+
+    if isinstance(curves, pd.DataFrame):
+        df = curves
+    else:
+        try:
+            df = pd.read_csv(curves)
+        except (FileNotFoundError, pd.errors.EmptyDataError):
+            df = pd.DataFrame()
+    panels = [("train_loss", "train loss (Dice + CE)"), ("val_dice", "validation Dice"), ("test_dice", "test Dice (curve cases)")]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
+    if df.empty:
+        for ax in axes:
+            ax.text(0.5, 0.5, "no fine-tuning runs", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+        return fig
+    group = [c for c in ("init", "fraction") if c in df]
+    for key, g in df.groupby(group, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        mean = g.groupby("step").mean(numeric_only=True)
+        sel = g[g["selected"].astype(bool)]["step"]
+        label = f"{key[0]} ({key[1]:g})" if len(key) > 1 else str(key[0])
+        for ax, (col, name) in zip(axes, panels):
+            if col not in mean or mean[col].isna().all():
+                continue
+            line, = ax.plot(mean[x] if x != "step" else mean.index, mean[col], marker=".", label=label)
+            if len(sel):
+                s = int(sel.mode().iloc[0])
+                ax.plot([mean.loc[s, x] if x != "step" else s], [mean.loc[s, col]], "o", color=line.get_color(), ms=8, mfc="none")
+    for ax, (col, name) in zip(axes, panels):
+        ax.set_title(name)
+        ax.set_xlabel("fine-tuning " + x)
+        if not ax.lines:
+            ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
+    n_seeds = int(df.groupby(group)["seed"].nunique().max())
+    n_val = int(df["n_val"].max()) if "n_val" in df else 0
+    n_test = int(df["n_curve_cases"].max()) if "n_curve_cases" in df else 0
+    axes[0].legend(fontsize=7, title=f"n = {n_seeds} seeds; {n_val} val / {n_test} test volumes", title_fontsize=7)
     fig.tight_layout()
     return fig
