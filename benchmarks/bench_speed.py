@@ -159,7 +159,8 @@ class KernelStep:
         self.views = torch.rand(2, batch, 1, s, s, s, device=device)
         self.n = 0
 
-    def __call__(self) -> None:
+    def __call__(self) -> float:
+        """One step; returns its loss."""
         from smartlib.step import smart_step
 
         self.n += 1
@@ -168,6 +169,7 @@ class KernelStep:
         self.opt.zero_grad(set_to_none=True)
         out.loss.backward()
         self.opt.step()
+        return float(out.loss)
 
 
 def interleave(configs: dict[str, Callable[[], None]], rounds: int, warmup: int, device: torch.device) -> dict[str, dict]:
@@ -239,18 +241,7 @@ def amp_tracking(cfg, device: torch.device, steps: int) -> dict[str, float]:
     losses = {}
     for amp in (True, False):
         k = KernelStep(apply_overrides(cfg, {"amp": amp}, "benchmark"), device, cfg.batch_size)
-        vals = []
-        for _ in range(steps):
-            from smartlib.step import smart_step
-
-            k.n += 1
-            out = smart_step(k.cfg, k.teacher, k.student, k.views, [(0, k.n, j) for j in range(k.views.shape[1])],
-                             criterion=k.loss, teacher_temp=0.04, amp=k.amp)
-            k.opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            k.opt.step()
-            vals.append(float(out.loss))
-        losses[amp] = vals
+        losses[amp] = [k() for _ in range(steps)]
     rel = [abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses[True], losses[False])]
     return {"steps": steps, "max_rel_loss_diff": max(rel), "final_bf16": losses[True][-1], "final_fp32": losses[False][-1]}
 

@@ -168,6 +168,14 @@ def localisation_bars(table: "pd.DataFrame") -> Figure:
     return fig
 
 
+def _no_runs(fig: Figure, axes) -> Figure:
+    """Every panel of ``axes`` says there is nothing to plot."""
+    for ax in axes:
+        ax.text(0.5, 0.5, "no fine-tuning runs", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    return fig
+
+
 def finetune_curves(curves_csv: "str | os.PathLike") -> Figure:
     """Train loss, validation score and test AUC per fine-tuning epoch, one line per init × fraction (mean
     over seeds and folds), from a study's ``curves.csv``; a dot marks the epoch selected most often. The test
@@ -181,10 +189,7 @@ def finetune_curves(curves_csv: "str | os.PathLike") -> Figure:
     panels = [("train_loss", "train loss"), ("val_score", "validation AUC"), ("test_auc", "test AUC")]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     if df.empty:
-        for ax in axes:
-            ax.text(0.5, 0.5, "no fine-tuning runs", ha="center", va="center", transform=ax.transAxes)
-            ax.set_axis_off()
-        return fig
+        return _no_runs(fig, axes)
     for (init, frac), g in df.groupby(["init", "fraction"], sort=False):
         mean = g.groupby("epoch").mean(numeric_only=True)
         sel = g[g["selected"].astype(bool)]["epoch"]
@@ -220,10 +225,7 @@ def segmentation_curves(curves: "str | os.PathLike | pd.DataFrame", x: str = "st
     panels = [("train_loss", "train loss (Dice + CE)"), ("val_dice", "validation Dice"), ("test_dice", "test Dice (curve cases)")]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     if df.empty:
-        for ax in axes:
-            ax.text(0.5, 0.5, "no fine-tuning runs", ha="center", va="center", transform=ax.transAxes)
-            ax.set_axis_off()
-        return fig
+        return _no_runs(fig, axes)
     group = [c for c in ("init", "fraction") if c in df]
     for key, g in df.groupby(group, sort=False):
         key = key if isinstance(key, tuple) else (key,)
