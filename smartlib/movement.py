@@ -13,6 +13,11 @@ of it with "scratch" then measures nothing. For every encoder :func:`movement_ta
   out: after the class-attention blocks' LayerScale of 1e-4 it barely varies across images early in
   training, and a near-constant block would make the Gram matrices degenerate.)
 
+* ``feature_spread`` — how much its features vary across the images: the mean over feature dimensions of
+  the standard deviation across images, divided by the same for the seed-0 scratch encoder. Near 0 the
+  encoder maps every image to (almost) the same features — a *collapsed* representation, the failure mode
+  of DINO-style distillation with few samples per step; its CKA is then undefined and reported as NaN.
+
 The ``scratch`` row compares the seed-0 scratch encoder with an independent scratch encoder (seed 1):
 the similarity two unrelated random networks have on these images, the floor to read the others against.
 """
@@ -23,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-import numpy as np  # noqa: F401
+import numpy as np
 import torch
 
 from .errors import SmartError
@@ -53,6 +58,20 @@ def _features(net: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
     return extract_features(net, images)["pooled"]
 
 
+def _spread(f: np.ndarray) -> float:
+    return float(np.asarray(f, dtype=np.float64).std(axis=0).mean())
+
+
+def _cka(a: np.ndarray, b: np.ndarray) -> float:
+    """Unbiased linear CKA, NaN where it is undefined (features constant across the images)."""
+    from .downstream.similarity import linear_cka
+
+    try:
+        return linear_cka(a, b)
+    except SmartError:
+        return float("nan")
+
+
 def movement_table(encoders: Mapping[str, str | os.PathLike], images: torch.Tensor, preset: str) -> "pd.DataFrame":
     """One row per encoder (plus ``scratch``): distance from its initial weights and CKA to scratch.
 
@@ -61,21 +80,23 @@ def movement_table(encoders: Mapping[str, str | os.PathLike], images: torch.Tens
         images: (N, 1, S, S, S) crops in [0, 1], N ≥ 4 (S a multiple of 32).
         preset: the preset whose architecture the scratch encoders use.
     Returns:
-        A DataFrame with ``init, rel_distance_from_init, identical_share, cka_vs_scratch, cka_vs_init, n_images``.
+        A DataFrame with ``init, rel_distance_from_init, identical_share, cka_vs_scratch, cka_vs_init,
+        feature_spread, n_images``.
     """
     import pandas as pd
 
     from .downstream.features import load_init
-    from .downstream.similarity import linear_cka, relative_distance
+    from .downstream.similarity import relative_distance
     from .models.smart import load_encoder
 
     if images.ndim != 5 or len(images) < 4:
         raise SmartError(f"images of shape {tuple(images.shape)}: need (N, 1, S, S, S) with N ≥ 4")
     size = int(images.shape[-1])
     f_scratch = _features(load_init("scratch", preset, size, seed=0), images)
+    base = _spread(f_scratch)
     rows = [{"init": "scratch", "rel_distance_from_init": 0.0, "identical_share": 1.0,
-             "cka_vs_scratch": linear_cka(f_scratch, _features(load_init("scratch", preset, size, seed=1), images)),
-             "cka_vs_init": 1.0, "n_images": len(images)}]
+             "cka_vs_scratch": _cka(f_scratch, _features(load_init("scratch", preset, size, seed=1), images)),
+             "cka_vs_init": 1.0, "feature_spread": 1.0, "n_images": len(images)}]
     for name, path in encoders.items():
         run = Path(path).parent
         if not (run / "config.json").is_file():
@@ -90,6 +111,6 @@ def movement_table(encoders: Mapping[str, str | os.PathLike], images: torch.Tens
         init_net.load_state_dict({**enc_sd, **init_sd}, strict=True)
         f = _features(enc, images)
         rows.append({"init": name, "rel_distance_from_init": d["relative_distance"], "identical_share": d["identical_share"],
-                     "cka_vs_scratch": linear_cka(f, f_scratch), "cka_vs_init": linear_cka(f, _features(init_net, images)),
-                     "n_images": len(images)})
+                     "cka_vs_scratch": _cka(f, f_scratch), "cka_vs_init": _cka(f, _features(init_net, images)),
+                     "feature_spread": _spread(f) / base, "n_images": len(images)})
     return pd.DataFrame(rows)

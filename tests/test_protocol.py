@@ -1,6 +1,7 @@
 """The experimental protocol: independent inits, and proof that pretraining moved the encoder."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from smartlib.config import pretrain_config
@@ -62,6 +63,18 @@ def test_movement_table_sees_a_moved_encoder(tmp_path):
     assert t.loc["v", "rel_distance_from_init"] > 1e-3 and t.loc["v", "identical_share"] < 0.5
     assert t.loc["v", "cka_vs_init"] < 0.999
     assert (t["n_images"] == 6).all()
+    assert t.loc["scratch", "feature_spread"] == 1.0 and t.loc["v", "feature_spread"] > 0.01
+
+    # a collapsed encoder (every image mapped to the same features) shows spread 0 and CKA NaN, not a crash
+    from smartlib.models.smart import load_encoder
+    from smartlib.io import load_torch, save_torch
+
+    blob = load_torch(run / "encoder.pt")
+    enc = {k: (torch.zeros_like(v) if k.startswith("layers4.0.downsample.reduction") else v) for k, v in blob["encoder"].items()}
+    save_torch({**blob, "encoder": enc}, run / "collapsed.pt")
+    load_encoder(run / "collapsed.pt")  # still a valid export
+    c = movement_table({"c": run / "collapsed.pt"}, images, "smoke").set_index("init")
+    assert c.loc["c", "feature_spread"] < 1e-6 and np.isnan(c.loc["c", "cka_vs_scratch"])
 
 
 # ---- one grid: the downstream crops never shrink a Swin stage's window
