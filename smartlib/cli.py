@@ -44,6 +44,21 @@ def _book_execute(a: argparse.Namespace) -> int:
     return 0
 
 
+def _results_record(a: argparse.Namespace) -> int:
+    from .archive import record
+
+    print(f"recorded {record(a.preset, runs_dir=a.runs_dir, out=a.results)}")
+    return 0
+
+
+def _results_verify(a: argparse.Namespace) -> int:
+    from .archive import verify
+
+    verify(a.preset, results=a.results, steps=a.steps, rtol=a.rtol)
+    print(f"{a.results}/{a.preset}: verified")
+    return 0
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -85,6 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--jobs", type=_positive_int, default=1,
                    help="notebooks run side by side, each after the notebooks it needs (default 1: one after another)")
     e.set_defaults(func=_book_execute)
+
+    res = sub.add_parser("results", help="record a preset's results with provenance; verify a recorded archive").add_subparsers(
+        dest="sub", required=True)
+    r = res.add_parser("record", help="copy runs/<preset>'s results (no checkpoints) into results/<preset> with provenance.json")
+    r.add_argument("preset", choices=list(PRESETS))
+    r.add_argument("--runs-dir", default="runs")
+    r.add_argument("--results", default="results")
+    r.set_defaults(func=_results_record)
+    v = res.add_parser("verify", help="check results/<preset>: hashes, commit, configs; replay each pretraining run's first steps")
+    v.add_argument("preset", choices=list(PRESETS))
+    v.add_argument("--results", default="results")
+    v.add_argument("--steps", type=int, default=3, help="first steps of each recorded pretraining run to replay (0: none)")
+    v.add_argument("--rtol", type=float, default=0.02, help="relative loss difference allowed across machines (default 0.02)")
+    v.set_defaults(func=_results_verify)
 
     _register_training(sub)
     return p
