@@ -13,8 +13,11 @@ code would run for that variant and preset, and — the part a hash cannot show 
 steps of every recorded SMART pretraining run from its recorded config and compares the logged losses
 with the recorded ones. Replaying on another machine (thread count, CPU, a GPU's kernels) changes the
 losses in the last digits only; the tolerance (``rtol``, default 2 %) is the relative difference allowed.
-Runs of the MAE/MSMAE trainer (:mod:`smartlib.mae`) are checked by hash and config only: they are
-trained on images a chapter prepares, which the archive does not hold.
+Runs the archive alone cannot replay are checked by hash only, and the check says why: runs of the
+MAE/MSMAE trainer (:mod:`smartlib.mae`, trained on images a chapter prepares), SMART runs on a pool folder
+(wild / self), runs masked by a supervised model's attention (``mask_mode="given"``) and runs started from
+another encoder (``init_from``) — the archive holds no images and no weights. Paths into the runs folder are
+archived relative to it (``{runs}/…``), so no machine path enters the archive.
 
 Hand-written because no library of the field records notebook results with hashes and a replay check;
 the pieces are the standard library's ``hashlib`` and ``shutil``.
@@ -42,6 +45,8 @@ KEEP_SUFFIXES = (".json", ".csv", ".png", ".svg", ".txt", ".md")
 MAX_FILE_BYTES = 2 * 1024 * 1024
 #: per pretraining run: what is archived (no ``checkpoint.pt`` / ``encoder.pt``)
 RUN_FILES = ("config.json", "summary.json", "metrics.jsonl", "run.json")
+#: stands for the runs folder in archived configs (a pool's manifest, an ``init_from`` encoder)
+RUNS_PLACEHOLDER = "{runs}"
 #: relative difference allowed between a replayed and a recorded loss
 DEFAULT_RTOL = 0.02
 LIBRARIES = ("torch", "monai", "numpy", "scipy", "scikit-learn", "umap-learn", "pandas", "papermill", "nibabel",
@@ -139,13 +144,17 @@ def record(preset: str, runs_dir: str | os.PathLike = "runs", out: str | os.Path
                     continue
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(f, tmp / rel)
+        here = str(Path(runs_dir).resolve()) + os.sep
         for cfg_file in sorted((src / "pretrain").glob("*/config.json")):
             run = cfg_file.parent
             for name in RUN_FILES:
                 if (run / name).is_file():
                     (tmp / "pretrain" / run.name).mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(run / name, tmp / "pretrain" / run.name / name)
-            runs[run.name] = read_json(cfg_file)
+                    text = (run / name).read_text()
+                    if name.endswith(".json"):  # paths into the runs folder: relative, so no machine path is archived
+                        text = text.replace(json.dumps(here)[1:-1], RUNS_PLACEHOLDER + "/")
+                    (tmp / "pretrain" / run.name / name).write_text(text)
+            runs[run.name] = read_json(tmp / "pretrain" / run.name / "config.json")
         if timings:
             shutil.copy2(src / "book_timings.json", tmp / "book_timings.json")
         files = {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -178,6 +187,17 @@ def _losses(path: Path) -> dict[int, float]:
 
 def _is_smart_run(config: dict) -> bool:
     return "mask_mode" in config and "prototypes" in config
+
+
+def _not_replayable(cfg: Any) -> str:
+    """Why a recorded SMART run cannot be replayed from the archive alone ("" when it can)."""
+    if cfg.data != "phantom" and not Path(cfg.data).exists():
+        return f"trained on {cfg.data}, which the archive does not hold"
+    if cfg.mask_mode == "given":
+        return f"masked by the {cfg.given_attention!r} model's attention, whose weights the archive does not hold"
+    if getattr(cfg, "init_from", ""):
+        return f"started from {cfg.init_from}, whose weights the archive does not hold"
+    return ""
 
 
 def _first_difference(recorded: dict, now: dict) -> str:
@@ -283,13 +303,15 @@ def verify(preset: str, results: str | os.PathLike = "results", steps: int = 3, 
         if n == 0:
             raise SmartError(f"{metrics}: holds no logged step")
         cfg = config_from_json(run / "config.json")
+        why = _not_replayable(cfg)
+        if why:
+            ok(f"{run}: not replayed from the archive ({why}): checked by hash only")
+            continue
         device = "cpu" if not cfg.device.startswith("cuda") else cfg.device
         try:
             cfg.validate()
         except SmartError:
             device = "cpu"
-        if cfg.data != "phantom" and not Path(cfg.data).exists():
-            raise SmartError(f"{run}: trained on {cfg.data}, which is not on this machine; it cannot be replayed")
         cfg = apply_overrides(dataclasses.replace(cfg), {"max_steps": n, "device": device})
         with tempfile.TemporaryDirectory(prefix=f"replay-{name}-") as tmp:
             pretrain(cfg, Path(tmp) / "run", progress=False, log=lambda _s: None)

@@ -161,3 +161,23 @@ def test_recorded_table_lists_each_archive(archived, tmp_path):
     (archived / "provenance.json").write_text("{")
     with pytest.raises(SmartError, match="provenance.json: not readable"):
         recorded_table(archived.parent)
+
+
+def test_runs_needing_files_outside_the_archive_are_hashed_not_replayed(runs, tmp_path):
+    """A run on a pool folder inside the runs folder: archived with a relative path, reported, not replayed."""
+    import shutil
+
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    pool_run = copy / "smoke" / "pretrain" / "swin-self"
+    shutil.copytree(copy / "smoke" / "pretrain" / "smart", pool_run)
+    cfg = read_json(pool_run / "config.json")
+    cfg["data"] = str((copy / "smoke" / "pools" / "self" / "manifest.csv").resolve())
+    write_json(pool_run / "config.json", cfg)
+    out = record("smoke", runs_dir=copy, out=tmp_path / "results")
+    archived = read_json(out / "pretrain" / "swin-self" / "config.json")
+    assert archived["data"] == "{runs}/smoke/pools/self/manifest.csv"
+    assert str(tmp_path) not in (out / "provenance.json").read_text()
+    lines = verify("smoke", results=out.parent, steps=1, log=_quiet)
+    assert any("swin-self: not replayed from the archive (trained on {runs}/smoke/pools/self/manifest.csv" in x for x in lines)
+    assert any("pretrain/smart: first 1 steps replayed" in x for x in lines)
