@@ -16,7 +16,7 @@ of it with "scratch" then measures nothing. For every encoder :func:`movement_ta
 * ``feature_spread`` — how much its features vary across the images: the mean over feature dimensions of
   the standard deviation across images, divided by the same for the seed-0 scratch encoder. Near 0 the
   encoder maps every image to (almost) the same features — a *collapsed* representation, the failure mode
-  of DINO-style distillation with few samples per step; its CKA is then undefined and reported as NaN.
+  of DINO-style distillation on short schedules; its CKA is then undefined and reported as NaN.
 
 The ``scratch`` row compares the seed-0 scratch encoder with an independent scratch encoder (seed 1):
 the similarity two unrelated random networks have on these images, the floor to read the others against.
