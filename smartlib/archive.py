@@ -223,7 +223,7 @@ def verify(preset: str, results: str | os.PathLike = "results", steps: int = 3, 
     Raises:
         SmartError: naming the file, or the run and step, that does not match.
     """
-    import dataclasses
+    import torch
 
     from .config import apply_overrides, config_from_json
     from .io import read_json
@@ -279,10 +279,11 @@ def verify(preset: str, results: str | os.PathLike = "results", steps: int = 3, 
         ok(f"recorded at commit {commit[:12]}{' (with uncommitted changes)' if prov.get('dirty') else ''}, "
            "in this repository's history")
 
-    for name, recorded in sorted(prov["runs"].items()):
-        if name in VARIANTS and _is_smart_run(recorded):
-            now = variant_config(name, preset).to_dict()
-            recorded_cfg = config_from_json(root / "pretrain" / name / "config.json").to_dict()
+    smart_runs = {name: config_from_json(root / "pretrain" / name / "config.json")
+                  for name, recorded in sorted(prov["runs"].items()) if _is_smart_run(recorded)}
+    for name, cfg in smart_runs.items():
+        if name in VARIANTS:
+            now, recorded_cfg = variant_config(name, preset).to_dict(), cfg.to_dict()
             if recorded_cfg != now:
                 raise SmartError(f"{root / 'pretrain' / name}: recorded config is not what this repository runs for "
                                  f"{name!r} at {preset!r} ({_first_difference(recorded_cfg, now)})")
@@ -290,9 +291,9 @@ def verify(preset: str, results: str | os.PathLike = "results", steps: int = 3, 
 
     if steps == 0:
         return lines
-    for name, recorded in sorted(prov["runs"].items()):
+    for name in sorted(prov["runs"]):
         run = root / "pretrain" / name
-        if not _is_smart_run(recorded):
+        if name not in smart_runs:
             ok(f"{run}: not a SMART pretraining run (MAE/MSMAE trainer): checked by hash only")
             continue
         metrics = run / "metrics.jsonl"
@@ -302,17 +303,12 @@ def verify(preset: str, results: str | os.PathLike = "results", steps: int = 3, 
         n = min(steps, len(want))
         if n == 0:
             raise SmartError(f"{metrics}: holds no logged step")
-        cfg = config_from_json(run / "config.json")
-        why = _not_replayable(cfg)
+        why = _not_replayable(smart_runs[name])
         if why:
             ok(f"{run}: not replayed from the archive ({why}): checked by hash only")
             continue
-        device = "cpu" if not cfg.device.startswith("cuda") else cfg.device
-        try:
-            cfg.validate()
-        except SmartError:
-            device = "cpu"
-        cfg = apply_overrides(dataclasses.replace(cfg), {"max_steps": n, "device": device})
+        device = "cuda" if smart_runs[name].device.startswith("cuda") and torch.cuda.is_available() else "cpu"
+        cfg = apply_overrides(smart_runs[name], {"max_steps": n, "device": device})
         with tempfile.TemporaryDirectory(prefix=f"replay-{name}-") as tmp:
             pretrain(cfg, Path(tmp) / "run", progress=False, log=lambda _s: None)
             got = _losses(Path(tmp) / "run" / "metrics.jsonl")

@@ -168,6 +168,18 @@ def localisation_bars(table: "pd.DataFrame") -> Figure:
     return fig
 
 
+def _read_table(src: "str | os.PathLike | pd.DataFrame") -> "pd.DataFrame":
+    """``src`` as a DataFrame: itself, or the CSV it names; empty when that file is missing or empty."""
+    import pandas as pd
+
+    if isinstance(src, pd.DataFrame):
+        return src
+    try:
+        return pd.read_csv(src)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame()
+
+
 def _no_runs(fig: Figure, axes) -> Figure:
     """Every panel of ``axes`` says there is nothing to plot."""
     for ax in axes:
@@ -180,12 +192,7 @@ def finetune_curves(curves_csv: "str | os.PathLike") -> Figure:
     """Train loss, validation score and test AUC per fine-tuning epoch, one line per init × fraction (mean
     over seeds and folds), from a study's ``curves.csv``; a dot marks the epoch selected most often. The test
     AUC is drawn for reading only: selection used the validation score."""
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(curves_csv)
-    except (FileNotFoundError, pd.errors.EmptyDataError):
-        df = pd.DataFrame()
+    df = _read_table(curves_csv)
     panels = [("train_loss", "train loss"), ("val_score", "validation AUC"), ("test_auc", "test AUC")]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     if df.empty:
@@ -213,15 +220,7 @@ def segmentation_curves(curves: "str | os.PathLike | pd.DataFrame", x: str = "st
     init × fraction (mean over seeds), from a study's ``curves.csv`` (or its DataFrame); a ring marks the step
     selected most often. ``x``: ``"step"`` or ``"epoch"``. The test Dice (of the ``n_curve_cases`` logged test
     volumes) is drawn for reading only: selection used the validation Dice."""
-    import pandas as pd
-
-    if isinstance(curves, pd.DataFrame):
-        df = curves
-    else:
-        try:
-            df = pd.read_csv(curves)
-        except (FileNotFoundError, pd.errors.EmptyDataError):
-            df = pd.DataFrame()
+    df = _read_table(curves)
     panels = [("train_loss", "train loss (Dice + CE)"), ("val_dice", "validation Dice"), ("test_dice", "test Dice (curve cases)")]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     if df.empty:
