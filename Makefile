@@ -1,6 +1,7 @@
 # smart-ct — build the book and run the tests.
 #
-#   make book      create/refresh .venv, execute every notebook at PRESET (default cpu), build _build/html
+#   make book      create/refresh .venv, execute every notebook at PRESET (default cpu; long: the recorded run,
+#                  hours, resumable), build _build/html; notebooks already current are skipped (RERUN=1 runs all)
 #   make test      create/refresh .venv, run pytest tests, then nbval over the notebooks at smoke size
 #   make smoke     the book at the smoke preset (seconds per notebook)
 #   make clean     remove _build, book/executed and runs (keeps .venv); make distclean also removes .venv
@@ -22,6 +23,8 @@ JB_ARGS     ?=
 # notebooks run side by side, each after the notebooks it needs (one CPU thread each while others run);
 # 2 suits a 2-core CPU; use 1 on a GPU box (one notebook at a time owns the GPU)
 BOOK_JOBS   ?= 2
+# a notebook whose executed copy is current (same notebook, parameters, library) is not run again; RERUN=1 runs all
+RERUN       ?=
 
 BIN      := $(VENV)/bin
 STAMP    := $(VENV)/.stamp-install
@@ -77,7 +80,7 @@ $(STAMP): pyproject.toml $(SPECFILE) | $(BIN)/python
 install: $(STAMP)
 
 execute: $(STAMP)
-	$(BIN)/smart book execute --preset $(PRESET) --jobs $(BOOK_JOBS)
+	$(BIN)/smart book execute --preset $(PRESET) --jobs $(BOOK_JOBS) $(if $(RERUN),--force)
 
 html: $(STAMP)
 	$(BIN)/jupyter-book build . $(JB_ARGS)

@@ -103,7 +103,7 @@ def _chapters(src: Path) -> list[Path]:
 
 
 def record(preset: str, runs_dir: str | os.PathLike = "runs", out: str | os.PathLike = "results",
-           repo: str | os.PathLike | None = None) -> Path:
+           repo: str | os.PathLike | None = None, executed: str | os.PathLike | None = None) -> Path:
     """Archive ``runs_dir/<preset>`` into ``out/<preset>`` (replacing an earlier archive of it whole).
 
     Args:
@@ -111,6 +111,8 @@ def record(preset: str, runs_dir: str | os.PathLike = "runs", out: str | os.Path
         runs_dir: where the book wrote its runs.
         out: the archive root; the archive is ``out/<preset>``.
         repo: the git checkout whose commit is recorded (default: the one this package is in).
+        executed: the folder of executed notebooks (default: ``book/executed`` of ``repo``); each chapter's
+            stamp there (:func:`smartlib.book.notebook_stamps`) is recorded, and whether it is current.
     Returns:
         ``out/<preset>``.
     Raises:
@@ -157,6 +159,12 @@ def record(preset: str, runs_dir: str | os.PathLike = "runs", out: str | os.Path
             runs[run.name] = read_json(tmp / "pretrain" / run.name / "config.json")
         if timings:
             shutil.copy2(src / "book_timings.json", tmp / "book_timings.json")
+        sittings = read_json(src / "book_sittings.json") if (src / "book_sittings.json").is_file() else {}
+        if sittings:
+            shutil.copy2(src / "book_sittings.json", tmp / "book_sittings.json")
+        compute = {name: _compute(tmp / "pretrain" / name / "metrics.jsonl") for name in runs}
+        chapters_run = _chapter_stamps(preset, [c.name for c in chapters],
+                                       Path(executed) if executed is not None else repo / "book" / "executed", repo)
         files = {p.relative_to(tmp).as_posix(): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         write_json(tmp / "provenance.json", {
             "preset": preset,
@@ -166,13 +174,49 @@ def record(preset: str, runs_dir: str | os.PathLike = "runs", out: str | os.Path
             "libraries": _versions(),
             "machine": _machine(),
             "threads": torch.get_num_threads(),
+            "notebook_threads": timings.get("threads", {}),
             "wall_s": timings.get("seconds", {}),
             "total_wall_s": timings.get("total_seconds"),
+            # one entry per `smart book execute` call: the run's wall time when it was spread over several sittings
+            "sittings": [{k: x.get(k) for k in ("started", "wall_s", "completed")} for x in sittings.get("sittings", [])],
+            "sittings_wall_s": sittings.get("total_wall_s"),
+            "run_compute": compute,
+            # stem → the stamp of its executed notebook (sources it ran from) and whether it was current when recorded
+            "chapters": chapters_run,
             "runs": runs,
             "left_out": left_out,
             "files": files,
         })
     return target
+
+
+def _chapter_stamps(preset: str, stems: list[str], executed: Path, repo: Path) -> dict[str, Any]:
+    """Stem → ``{"stamp", "current"}`` for each archived chapter: the stamp of its executed notebook (None: not
+    executed) and whether it equals the stamp this checkout gives (:func:`smartlib.book.notebook_stamps`)."""
+    from .book import _executed_stamp, notebook_stamps
+
+    if not (repo / "notebooks").is_dir() or not (repo / "params" / f"{preset}.yaml").is_file():
+        return {}
+    now = notebook_stamps(preset, root=repo)
+    out = {}
+    for stem in stems:
+        had = _executed_stamp(executed / f"{stem}.ipynb")
+        out[stem] = {"stamp": had, "current": had is not None and had == now.get(stem)}
+    return out
+
+
+def _compute(metrics: Path) -> dict[str, Any]:
+    """Steps logged by a pretraining run and the sum of their step times (s): its compute over every resume."""
+    steps, seconds = 0, 0.0
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            steps += 1
+            seconds += float(row.get("step_time") or 0.0)
+    return {"steps_logged": steps, "step_time_s": round(seconds, 1)}
 
 
 # ------------------------------------------------------------------------------------------------ verify
@@ -288,6 +332,20 @@ def verify(preset: str, results: str | os.PathLike = "results", steps: int = 3, 
                 raise SmartError(f"{root / 'pretrain' / name}: recorded config is not what this repository runs for "
                                  f"{name!r} at {preset!r} ({_first_difference(recorded_cfg, now)})")
     ok("every recorded variant's config is the one this repository runs")
+
+    chapters = prov.get("chapters") or {}
+    if chapters:
+        from .book import notebook_stamps
+
+        stale = sorted(st for st, c in chapters.items() if not c.get("current"))
+        if stale:  # the recorded commit would not be where their results came from
+            raise SmartError(f"{prov_path}: chapter {stale[0]} was not current when recorded (its executed notebook "
+                             "ran from other sources than the recorded commit's, or was not executed)")
+        now = notebook_stamps(preset, root=repo) if (repo / "params" / f"{preset}.yaml").is_file() else {}
+        same = [st for st, c in chapters.items() if now.get(st) == c.get("stamp")]
+        # information, not a failure: code changes after a recording are normal
+        ok(f"all {len(chapters)} chapters were current when recorded; {len(same)} of them would run from the same "
+           f"sources in this checkout" + ("" if len(same) == len(chapters) else " (code or parameters changed since)"))
 
     if steps == 0:
         return lines

@@ -23,11 +23,22 @@ one that names none needs every notebook before it (the sequential order). While
 a notebook's kernel gets one CPU thread (``OMP_NUM_THREADS=1``): on a small CPU two single-thread
 chapters side by side finish sooner than one after another with every core, because the small 3-D
 networks of the CPU presets keep two threads only partly busy; a notebook that runs alone keeps every core.
+
+**Current notebooks are not run again.** Each executed notebook carries a *stamp* in its metadata
+(``smart.stamp``): the sha256 of the source notebook, its resolved parameters, the library's code and
+configs (every ``*.py`` / ``*.yaml`` under ``smartlib/``) and the stamps of the notebooks it needs. A notebook
+whose executed copy carries the stamp it would get now is complete and current, and is skipped
+(``force=True``, ``smart book execute --force``, re-runs it). So a long preset can be run over several
+sittings: an interrupted ``make book PRESET=long`` picks up at the first notebook not yet done (and a
+pretraining run inside it at its last checkpoint).
 """
 from __future__ import annotations
 
 import ast
 import contextlib
+import functools
+import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -44,6 +55,7 @@ __all__ = [
     "parameters_cell_index",
     "list_notebooks",
     "notebook_needs",
+    "notebook_stamps",
 ]
 
 PathLike = str | os.PathLike
@@ -177,8 +189,9 @@ def execute_notebooks(
     root: PathLike | None = None,
     jobs: int = 1,
     record_timings: bool = True,
+    force: bool = False,
 ) -> dict[str, float]:
-    """Run the book's notebooks with papermill at ``preset``; return wall seconds per notebook stem.
+    """Run the book's notebooks with papermill at ``preset``; return wall seconds per notebook stem run.
 
     Args:
         preset: name of a parameter file ``<params_dir>/<preset>.yaml`` (smoke, cpu, paper).
@@ -191,6 +204,7 @@ def execute_notebooks(
         root: repository root that relative paths are taken from (default: :func:`find_root`).
         jobs: notebooks run at once (each in its own process, in the order of their ``needs``; see the module).
         record_timings: write the timings file (off in the processes of a ``jobs > 1`` run: the parent writes it).
+        force: run every selected notebook, also those whose executed copy is current (see the module).
 
     Raises:
         SmartError: unknown preset or stem, malformed preset file, a notebook without a
@@ -246,10 +260,68 @@ def execute_notebooks(
 
     out_p.mkdir(parents=True, exist_ok=True)
     runs_p = _resolve(root_p, runs_dir)
-    if jobs > 1 and len(plan) > 1:
-        return _run_parallel([p[0] for p in plan], needs, jobs, preset, root_p, nb_dir, par_dir, out_p, runs_p, log)
-    with _inline_figures():
-        return _run_plan(plan, preset, root_p, nb_dir, out_p, runs_p, log, record_timings)
+    stamps = notebook_stamps(preset, notebooks_dir=nb_dir, params_dir=par_dir, root=root_p)
+    if not force:
+        current = [st for st, *_ in plan if _executed_stamp(out_p / f"{st}.ipynb") == stamps[st]]
+        for st in current:
+            log(f"{st}: current (executed copy has stamp {stamps[st][:12]}); not run again (--force runs it)")
+        plan = [p for p in plan if p[0] not in current]
+        if not plan:
+            return {}
+    finished: dict[str, float] = {}
+    started, t0, ok = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter(), False
+    try:
+        if jobs > 1 and len(plan) > 1:
+            _run_parallel([p[0] for p in plan], needs, jobs, preset, root_p, nb_dir, par_dir, out_p, runs_p, log, finished)
+        else:
+            with _inline_figures():
+                _run_plan(plan, preset, root_p, nb_dir, out_p, runs_p, log, record_timings, stamps, finished)
+        ok = True
+        return dict(finished)
+    finally:  # every sitting is logged, also one that failed or was interrupted: the wall time of a run over sittings
+        if record_timings:
+            _log_sitting(runs_p / preset / "book_sittings.json", {
+                "started": started, "wall_s": round(time.perf_counter() - t0, 1), "completed": ok, "jobs": jobs,
+                "notebooks_run": dict(finished), "skipped_current": sorted(set(stems) - {p[0] for p in plan})})
+
+
+def notebook_stamps(preset: str, notebooks_dir: PathLike = "notebooks", params_dir: PathLike = "params",
+                    root: PathLike | None = None) -> dict[str, str]:
+    """Stem → stamp (sha256 hex) of every notebook at ``preset``: source notebook, resolved parameters, the
+    library's ``*.py`` / ``*.yaml`` files and the stamps of the notebooks it needs (so a change upstream makes
+    everything downstream stale). Pure function of the sources: the same files give the same stamps."""
+    import nbformat
+
+    root_p = Path(root).resolve() if root is not None else find_root()
+    nb_dir, par_dir = _resolve(root_p, notebooks_dir), _resolve(root_p, params_dir)
+    params = load_params(par_dir / f"{preset}.yaml")
+    lib = hashlib.sha256()
+    pkg = Path(__file__).resolve().parent
+    for f in sorted(q for q in pkg.rglob("*") if q.suffix in (".py", ".yaml") and "__pycache__" not in q.parts):
+        lib.update(str(f.relative_to(pkg)).encode() + b"\0" + f.read_bytes() + b"\0")
+    paths = {p.stem: p for p in list_notebooks(nb_dir)}
+    stamps: dict[str, str] = {}
+    for stem in sorted(paths):  # the needs of a stem are always among the stems sorted before it or named in metadata
+        nb = nbformat.read(paths[stem], as_version=4)
+        deps = notebook_needs(nb, stem, list(paths), paths[stem])
+        h = hashlib.sha256(paths[stem].read_bytes())
+        h.update(json.dumps({**params["common"], **params.get(stem, {})}, sort_keys=True, default=str).encode())
+        h.update(lib.hexdigest().encode())
+        for d in sorted(deps):
+            h.update(stamps[d].encode() if d in stamps else d.encode())
+        stamps[stem] = h.hexdigest()
+    return stamps
+
+
+def _executed_stamp(path: Path) -> str | None:
+    """The stamp an executed notebook carries (None: no executed copy, or not stamped)."""
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text()).get("metadata", {})
+    except (OSError, ValueError):
+        return None
+    return (meta.get("smart") or {}).get("stamp")
 
 
 def notebook_needs(nb: Any, stem: str, stems: Sequence[str], path: PathLike = "notebook") -> list[str]:
@@ -267,7 +339,8 @@ def notebook_needs(nb: Any, stem: str, stems: Sequence[str], path: PathLike = "n
 
 
 def _run_parallel(stems: list[str], needs: dict[str, list[str]], jobs: int, preset: str, root_p: Path, nb_dir: Path,
-                  par_dir: Path, out_p: Path, runs_p: Path, log: Callable[[str], Any]) -> dict[str, float]:
+                  par_dir: Path, out_p: Path, runs_p: Path, log: Callable[[str], Any],
+                  timings: dict[str, float] | None = None) -> dict[str, float]:
     """Run ``stems`` in at most ``jobs`` processes at once, each after the notebooks it needs (see the module)."""
     import subprocess
     import sys
@@ -275,48 +348,66 @@ def _run_parallel(stems: list[str], needs: dict[str, list[str]], jobs: int, pres
 
     selected = set(stems)
     pending, running, done = list(stems), {}, set()
-    timings: dict[str, float] = {}
+    timings = {} if timings is None else timings  # filled as notebooks finish (the caller keeps it on failure)
     failure: str | None = None
     timings_file = runs_p / preset / "book_timings.json"
+    threads: dict[str, int] = {}
 
     def ready(stem: str) -> bool:
         return all(n in done or n not in selected for n in needs[stem])
 
+    # longest chain first: a notebook's weight is its last wall time (this preset's, else the cpu preset's) plus
+    # the heaviest weight among the notebooks that need it, so the critical path never waits behind short chapters
+    last = _last_timings(runs_p, preset)
+
+    @functools.lru_cache(maxsize=None)
+    def weight(stem: str) -> float:
+        return last.get(stem, 0.0) + max((weight(t) for t in stems if stem in needs[t]), default=0.0)
+
     with tempfile.TemporaryDirectory(prefix="smart_book_") as tmp:
-        while pending or running:
-            while failure is None and len(running) < jobs:
-                go = [s for s in pending if ready(s)]
-                if not go:
+        try:
+            while pending or running:
+                while failure is None and len(running) < jobs:
+                    go = sorted((s for s in pending if ready(s)), key=weight, reverse=True)
+                    if not go:
+                        break
+                    stem = go[0]
+                    pending.remove(stem)
+                    alone = not running and len(go) == 1
+                    env = dict(os.environ) if alone else dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+                    cmd = [sys.executable, "-m", "smartlib.book", "--preset", preset, "--only", stem, "--root", str(root_p),
+                           "--notebooks", str(nb_dir), "--params", str(par_dir), "--out", str(out_p), "--runs", str(runs_p),
+                           "--force"]  # this process already found it not current
+                    out = Path(tmp) / f"{stem}.log"
+                    with open(out, "w") as fh:
+                        running[stem] = (subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), out, time.perf_counter())
+                    threads[stem] = _threads(env)
+                    log(f"{stem}: started ({'all cores' if alone else 'one thread'}; {len(running)} running)")
+                if not running:
+                    if pending and failure is None:  # nothing can start: the needs of the rest cannot be met
+                        raise SmartError(f"notebooks {', '.join(pending)}: their metadata smart.needs cannot be met")
                     break
-                stem = go[0]
-                pending.remove(stem)
-                alone = not running and len(go) == 1
-                env = dict(os.environ) if alone else dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-                cmd = [sys.executable, "-m", "smartlib.book", "--preset", preset, "--only", stem, "--root", str(root_p),
-                       "--notebooks", str(nb_dir), "--params", str(par_dir), "--out", str(out_p), "--runs", str(runs_p)]
-                out = Path(tmp) / f"{stem}.log"
-                with open(out, "w") as fh:
-                    running[stem] = (subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), out, time.perf_counter())
-                log(f"{stem}: started ({'all cores' if alone else 'one thread'}; {len(running)} running)")
-            if not running:
-                if pending and failure is None:  # nothing can start: the needs of the rest cannot be met
-                    raise SmartError(f"notebooks {', '.join(pending)}: their metadata smart.needs cannot be met")
-                break
-            time.sleep(0.5)
-            for stem, (proc, out, t0) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                del running[stem]
-                seconds = time.perf_counter() - t0
-                if proc.returncode == 0:
-                    done.add(stem)
-                    timings[stem] = round(seconds, 2)
-                    _write_timings(timings_file, preset, {stem: timings[stem]})
-                    log(f"{stem}: {seconds:7.1f} s  -> {_rel(out_p / f'{stem}.ipynb', root_p)}")
-                elif failure is None:
-                    errors = [ln[len("error: "):] for ln in out.read_text(errors="replace").splitlines() if ln.startswith("error: ")]
-                    failure = errors[-1] if errors else f"notebook {stem} failed (exit {proc.returncode})"
-                    log(f"{stem}: FAILED after {seconds:.1f} s")
+                time.sleep(0.5)
+                for stem, (proc, out, t0) in list(running.items()):
+                    if proc.poll() is None:
+                        continue
+                    del running[stem]
+                    seconds = time.perf_counter() - t0
+                    if proc.returncode == 0:
+                        done.add(stem)
+                        timings[stem] = round(seconds, 2)
+                        _write_timings(timings_file, preset, {stem: timings[stem]}, {stem: threads[stem]})
+                        log(f"{stem}: {seconds:7.1f} s  -> {_rel(out_p / f'{stem}.ipynb', root_p)}")
+                    elif failure is None:
+                        errors = [ln[len("error: "):] for ln in out.read_text(errors="replace").splitlines() if ln.startswith("error: ")]
+                        failure = errors[-1] if errors else f"notebook {stem} failed (exit {proc.returncode})"
+                        log(f"{stem}: FAILED after {seconds:.1f} s")
+        except BaseException:  # interrupted or failed here: stop the notebooks still running, as Ctrl-C would
+            import signal
+
+            for proc, _, _ in running.values():
+                proc.send_signal(signal.SIGINT)
+            raise
         if failure is not None:
             raise SmartError(failure)
     log(f"{len(timings)} notebook(s) at preset '{preset}' in {sum(timings.values()):.1f} s of notebook time, "
@@ -333,10 +424,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for a in ("--preset", "--root", "--notebooks", "--params", "--out", "--runs"):
         p.add_argument(a, required=True)
     p.add_argument("--only", nargs="+", required=True)
+    p.add_argument("--force", action="store_true")
     a = p.parse_args(argv)
     try:
         execute_notebooks(a.preset, only=a.only, notebooks_dir=a.notebooks, params_dir=a.params, out_dir=a.out,
-                          runs_dir=a.runs, root=a.root, record_timings=False)
+                          runs_dir=a.runs, root=a.root, record_timings=False, force=a.force)
     except SmartError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -365,12 +457,15 @@ def _run_plan(
     runs_p: Path,
     log: Callable[[str], Any],
     record_timings: bool = True,
+    stamps: Mapping[str, str] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, float]:
+    import nbformat
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
     timings_file = runs_p / preset / "book_timings.json"
-    timings: dict[str, float] = {}
+    timings = {} if timings is None else timings  # filled as notebooks finish (the caller keeps it on failure)
     for stem, path, merged, params_index in plan:
         rel = _rel(path, root_p)
         final = out_p / f"{stem}.ipynb"
@@ -400,11 +495,15 @@ def _run_plan(
             log(f"{stem}: FAILED after {time.perf_counter() - t0:.1f} s")
             raise SmartError(f"{rel} failed: {type(exc).__name__}: {exc}") from None
         seconds = time.perf_counter() - t0
+        if stamps and stem in stamps:  # the executed copy says which sources it was run from (see the module)
+            nb = nbformat.read(tmp, as_version=4)
+            nb.metadata.setdefault("smart", {})["stamp"] = stamps[stem]
+            nbformat.write(nb, tmp)
         os.replace(tmp, final)
         failed.unlink(missing_ok=True)
         timings[stem] = round(seconds, 2)
         if record_timings:
-            _write_timings(timings_file, preset, {stem: timings[stem]})
+            _write_timings(timings_file, preset, {stem: timings[stem]}, {stem: _threads(os.environ)})
         log(f"{stem}: {seconds:7.1f} s  -> {_rel(final, root_p)}")
     if record_timings:
         total = sum(timings.values())
@@ -412,22 +511,60 @@ def _run_plan(
     return timings
 
 
+def _last_timings(runs_p: Path, preset: str) -> dict[str, float]:
+    """Wall seconds per notebook of the last run of ``preset`` (else of the cpu preset; else none)."""
+    for name in (preset, "cpu"):
+        path = runs_p / name / "book_timings.json"
+        try:
+            seconds = read_json(path).get("seconds", {}) if path.is_file() else {}
+        except (OSError, ValueError):
+            seconds = {}
+        if seconds:
+            return {k: float(v) for k, v in seconds.items() if isinstance(v, (int, float))}
+    return {}
+
+
 def _keep_failed(tmp: Path, failed: Path) -> None:
     if tmp.exists():
         os.replace(tmp, failed)
 
 
-def _write_timings(path: Path, preset: str, new: Mapping[str, float]) -> None:
-    """Merge ``new`` into the preset's timing file (atomic write)."""
-    data: dict[str, Any] = {"preset": preset, "seconds": {}}
+def _threads(env: Mapping[str, str]) -> int:
+    """CPU threads a notebook kernel started with ``env`` computes with (``OMP_NUM_THREADS``, else every core)."""
+    try:
+        return int(env.get("OMP_NUM_THREADS") or 0) or (os.cpu_count() or 1)
+    except ValueError:
+        return os.cpu_count() or 1
+
+
+def _log_sitting(path: Path, sitting: Mapping[str, Any]) -> None:
+    """Append one sitting (one ``execute_notebooks`` call) to the preset's sittings file (atomic write)."""
+    data: dict[str, Any] = {"sittings": []}
+    try:
+        old = read_json(path) if path.is_file() else {}
+        if isinstance(old, dict) and isinstance(old.get("sittings"), list):
+            data["sittings"] = old["sittings"]
+    except ValueError:
+        pass  # a corrupt file is rewritten
+    data["sittings"].append(dict(sitting))
+    data["total_wall_s"] = round(sum(float(x.get("wall_s", 0)) for x in data["sittings"]), 1)
+    write_json(path, data)
+
+
+def _write_timings(path: Path, preset: str, new: Mapping[str, float], threads: Mapping[str, int] | None = None) -> None:
+    """Merge ``new`` (and the threads each notebook ran with) into the preset's timing file (atomic write)."""
+    data: dict[str, Any] = {"preset": preset, "seconds": {}, "threads": {}}
     if path.is_file():
         try:
             old = read_json(path)
             if isinstance(old, dict) and isinstance(old.get("seconds"), dict):
                 data["seconds"].update(old["seconds"])
+                data["threads"].update(old.get("threads") or {})
         except ValueError:
             pass  # a corrupt timing file is simply rewritten
     data["seconds"].update(new)
+    data["threads"].update(threads or {})
+    data["threads"] = dict(sorted(data["threads"].items()))
     data["seconds"] = dict(sorted(data["seconds"].items()))
     data["total_seconds"] = round(sum(data["seconds"].values()), 2)
     data["cpu_count"] = os.cpu_count()

@@ -40,14 +40,14 @@ def _data_check(a: argparse.Namespace) -> int:
 def _book_execute(a: argparse.Namespace) -> int:
     from .book import execute_notebooks
 
-    execute_notebooks(a.preset, only=a.only or None, jobs=a.jobs)
+    execute_notebooks(a.preset, only=a.only or None, jobs=a.jobs, force=a.force)
     return 0
 
 
 def _results_record(a: argparse.Namespace) -> int:
     from .archive import record
 
-    print(f"recorded {record(a.preset, runs_dir=a.runs_dir, out=a.results)}")
+    print(f"recorded {record(a.preset, runs_dir=a.runs_dir, out=a.results, executed=a.executed)}")
     return 0
 
 
@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--only", nargs="*", help="notebook stems to run (default: all)")
     e.add_argument("--jobs", type=_positive_int, default=1,
                    help="notebooks run side by side, each after the notebooks it needs (default 1: one after another)")
+    e.add_argument("--force", action="store_true",
+                   help="run every notebook again, also those whose executed copy is current (same notebook, parameters, library)")
     e.set_defaults(func=_book_execute)
 
     res = sub.add_parser("results", help="record a preset's results with provenance; verify a recorded archive").add_subparsers(
@@ -107,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("preset", choices=list(PRESETS))
     r.add_argument("--runs-dir", default="runs")
     r.add_argument("--results", default="results")
+    r.add_argument("--executed", default=None,
+                   help="executed notebooks whose stamps are recorded (default: book/executed of this checkout)")
     r.set_defaults(func=_results_record)
     v = res.add_parser("verify", help="check results/<preset>: hashes, commit, configs; replay each pretraining run's first steps")
     v.add_argument("preset", choices=list(PRESETS))

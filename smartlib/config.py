@@ -3,7 +3,7 @@
 The defaults are the published configuration of SMART (arXiv 2310.01209). :class:`ArchConfig` holds
 every architecture argument of :class:`smartlib.models.SMARTNet` — the one home of those defaults;
 :class:`PretrainConfig`'s model fields take theirs from it. Pretraining configs per preset
-(``smartlib/pretrain_configs/{smoke,cpu,paper}.yaml``, read with ``yaml.safe_load``) override some
+(``smartlib/pretrain_configs/{smoke,cpu,long,paper}.yaml``, read with ``yaml.safe_load``) override some
 fields; ``--set key=value`` overrides any field, parsed to the field's type. An unknown key or a
 value of the wrong type is a :class:`SmartError` naming it.
 """
@@ -21,8 +21,9 @@ from .errors import SmartError
 
 __all__ = ["ArchConfig", "PretrainConfig", "PRESETS", "pretrain_config", "apply_overrides", "parse_set", "config_from_json"]
 
-#: the scale presets: seconds on a CPU (tests), the book on 2 CPU cores, the paper on GPUs
-PRESETS = ("smoke", "cpu", "paper")
+#: the scale presets: seconds on a CPU (tests), the book on 2 CPU cores, the recorded run on 2 CPU cores (the cpu
+#: networks, pretrained ~20× longer on 3× the volumes, larger sets, more seeds: hours), the paper on GPUs
+PRESETS = ("smoke", "cpu", "long", "paper")
 _PRETRAIN_CONFIG_DIR = Path(__file__).parent / "pretrain_configs"
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")  #: the values ``device`` may take
 

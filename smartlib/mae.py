@@ -49,6 +49,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "paper": dict(img_size=64, patch_size=8, hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072, decoder_hidden_size=528,
                   decoder_layers=8, decoder_heads=16, decoder_mlp_dim=2048, epochs=300, batch_size=64, lr=2.5e-4, shift=8),
 }
+_PRESETS["long"] = {**_PRESETS["cpu"], "epochs": 60}  # the recorded run: the cpu ViT, twice the epochs
 #: what the method changes: MSMAE's split of the attention order
 _METHOD: dict[str, dict[str, Any]] = {"mae": {"mask_ratio": 0.75, "throw_ratio": 0.0}, "msmae": {"mask_ratio": 0.45, "throw_ratio": 0.30}}
 

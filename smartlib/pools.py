@@ -53,6 +53,7 @@ VIT_ARCH: dict[str, dict[str, int]] = {
     "cpu": {"vit_layers": 12, "vit_hidden": 96, "vit_heads": 4},
     "paper": {"vit_layers": 12, "vit_hidden": 768, "vit_heads": 12},  # ViT-B, UNETR's default
 }
+VIT_ARCH["long"] = VIT_ARCH["cpu"]  # the recorded run keeps the cpu networks
 
 
 @dataclasses.dataclass(frozen=True)

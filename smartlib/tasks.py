@@ -93,9 +93,9 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
         # out) is the switch. Limitation: ground-glass nodules (about −650…−550 HU) fall below the [−500, 500]
         # HU window of the pretraining recipe and are seen as background.
         defaults={"size": 64, "spacing": [1.0, 1.0, 1.0], "rule": "paper", "max_fill": 0.75},
-        sizes={"smoke": 24, "cpu": 400, "paper": 1000},
+        sizes={"smoke": 24, "cpu": 400, "long": 800, "paper": 1000},
         builtin={p: _SPLIT_VAL for p in PRESETS},
-        prep={"smoke": _CPU2MM, "cpu": _CPU2MM, "paper": _PAPER2MM},
+        prep={"smoke": _CPU2MM, "cpu": _CPU2MM, "long": _CPU2MM, "paper": _PAPER2MM},
     ),
     TaskSpec(
         "response", "classification",
@@ -103,30 +103,30 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
         chapter="04_treatment_response", classes=(0, 1), class_names={0: "no response", 1: "response"},
         defaults={"shape": [64, 64, 64], "spacing": [1.5, 1.5, 1.5], "radius_mm": [8.0, 22.0],
                   "beta": [1.0, 1.5, 1.0], "beta0": 0.0},
-        sizes={"smoke": 24, "cpu": 400, "paper": 200},
+        sizes={"smoke": 24, "cpu": 400, "long": 800, "paper": 200},
         builtin={p: _SPLIT_VAL for p in PRESETS},
-        prep={"smoke": _CPU2MM, "cpu": _CPU2MM, "paper": _PAPER2MM},
+        prep={"smoke": _CPU2MM, "cpu": _CPU2MM, "long": _CPU2MM, "paper": _PAPER2MM},
     ),
     TaskSpec(
         "segmentation", "segmentation",
         "thorax views with one tumour and its mask; every kernel × slice × contrast subset populated",
         chapter="05_segmentation",
         defaults={"shape": [96, 96, 96], "spacing": [2.0, 2.0, 2.0], "body_scale": 0.7, "radius_mm": [6.0, 20.0]},
-        sizes={"smoke": 8, "cpu": 72, "paper": 120},
+        sizes={"smoke": 8, "cpu": 72, "long": 120, "paper": 120},
         # smoke / cpu: 48³ at 2 mm with 12–24 mm tumours, so that a 160-step CPU fine-tune learns them;
         # cpu: 36 train / 12 val / 24 test volumes
-        builtin={"smoke": _SMALL_SEG, "cpu": _SMALL_SEG, "paper": {"splits": [0.5, 0.17, 0.33]}},
-        prep={"smoke": _CPU2MM, "cpu": _CPU2MM, "paper": _PAPER2MM},
+        builtin={"smoke": _SMALL_SEG, "cpu": _SMALL_SEG, "long": _SMALL_SEG, "paper": {"splits": [0.5, 0.17, 0.33]}},
+        prep={"smoke": _CPU2MM, "cpu": _CPU2MM, "long": _CPU2MM, "paper": _PAPER2MM},
     ),
     TaskSpec(
         "organs", "classification", "OrganMNIST3D-like crops centred on one of the 11 organs, classes balanced",
         chapter="07_organ_clustering",  # classes: any integers (a real OrganMNIST3D file has 0..10)
         defaults={"size": 32, "per_subject": 3, "fill": 0.8},
-        sizes={"smoke": 33, "cpu": 110, "paper": 550},
+        sizes={"smoke": 33, "cpu": 110, "long": 220, "paper": 550},
         builtin={p: _SPLIT_TEST for p in PRESETS},
         # organ crops keep their own grid (the OrganMNIST3D way: resized crops, no physical spacing); paper: the
         # 64³ MedMNIST+ files, since a window-4 encoder's stage-4 window would shrink at 32³
-        prep={"smoke": _NATIVE32, "cpu": _NATIVE32, "paper": {"roi": 64, "spacing": None}},
+        prep={"smoke": _NATIVE32, "cpu": _NATIVE32, "long": _NATIVE32, "paper": {"roi": 64, "spacing": None}},
     ),
     TaskSpec(
         "localisation", "segmentation",
@@ -136,9 +136,9 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
         # nodule can sit anywhere in the crop and a centre-biased map gains nothing (tests/test_registry.py)
         defaults={"size": 64, "spacing": [2.0, 2.0, 2.0], "rule": "paper", "max_fill": 0.4, "min_mm": 6.0,
                   "offset_mm": 64.0},
-        sizes={"smoke": 8, "cpu": 24, "paper": 200},
-        builtin={"smoke": _SPLIT_TEST, "cpu": _SPLIT_TEST, "paper": {**_SPLIT_TEST, "size": 128, "offset_mm": 128.0}},
-        prep={"smoke": {"roi": 64, "spacing": 2.0}, "cpu": {"roi": 64, "spacing": 2.0},
+        sizes={"smoke": 8, "cpu": 24, "long": 48, "paper": 200},
+        builtin={"smoke": _SPLIT_TEST, "cpu": _SPLIT_TEST, "long": _SPLIT_TEST, "paper": {**_SPLIT_TEST, "size": 128, "offset_mm": 128.0}},
+        prep={"smoke": {"roi": 64, "spacing": 2.0}, "cpu": {"roi": 64, "spacing": 2.0}, "long": {"roi": 64, "spacing": 2.0},
               "paper": {"roi": 128, "spacing": 2.0}},
     ),
     TaskSpec(
@@ -147,11 +147,11 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
         "CT and AP radiograph",
         chapter="09_label_tokens",
         defaults={"shape": [64, 56, 64], "spacing": [2.0, 2.0, 2.0], "prevalence_scale": 2.5},
-        sizes={"smoke": 32, "cpu": 320, "paper": 2000},
-        builtin={"smoke": _SPLIT_ML, "cpu": _SPLIT_ML, "paper": {**_SPLIT_ML, "shape": [128, 112, 128]}},
+        sizes={"smoke": 32, "cpu": 320, "long": 640, "paper": 2000},
+        builtin={"smoke": _SPLIT_ML, "cpu": _SPLIT_ML, "long": _SPLIT_ML, "paper": {**_SPLIT_ML, "shape": [128, 112, 128]}},
         # 3D: the whole thorax (128 mm field) must fit one crop; at cpu a 32³ crop holds it only at 4 mm (a 64³
         # crop at the pretraining 2 mm costs 8× the Swin features). size2d: the radiograph edge in pixels.
-        prep={"smoke": _FINDINGS_CPU, "cpu": _FINDINGS_CPU, "paper": {"roi": 64, "spacing": 2.0, "size2d": 224}},
+        prep={"smoke": _FINDINGS_CPU, "cpu": _FINDINGS_CPU, "long": _FINDINGS_CPU, "paper": {"roi": 64, "spacing": 2.0, "size2d": 224}},
     ),
 )}
 

@@ -29,14 +29,31 @@ def runs(tmp_path_factory):
     (chapter / "downstream" / "model.pt").write_bytes(b"\0" * 64)  # a checkpoint: never archived
     (chapter / "figure.png").write_bytes(b"\x89PNG not really")
     write_json(root / "smoke" / "book_timings.json", {"preset": "smoke", "seconds": {"01_pretraining": 3.0},
-                                                      "total_seconds": 3.0})
+                                                      "total_seconds": 3.0, "threads": {"01_pretraining": 1}})
+    write_json(root / "smoke" / "book_sittings.json", {"sittings": [
+        {"started": "a", "wall_s": 5.0, "completed": False, "jobs": 2, "notebooks_run": {}, "skipped_current": []},
+        {"started": "b", "wall_s": 7.5, "completed": True, "jobs": 2, "notebooks_run": {"01_pretraining": 3.0},
+         "skipped_current": []}], "total_wall_s": 12.5})
     pretrain(variant_config("smart", "smoke"), root / "smoke" / "pretrain" / "smart", progress=False, log=_quiet)
+    _executed(root / "executed", "01_pretraining")
     return root
+
+
+def _executed(folder, stem, stamp=None):
+    """An executed copy of ``stem`` as `smart book execute` leaves it: stamped with the sources it ran from."""
+    import nbformat
+
+    from smartlib.book import notebook_stamps
+
+    folder.mkdir(parents=True, exist_ok=True)
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["smart"] = {"stamp": stamp or notebook_stamps("smoke")[stem]}
+    nbformat.write(nb, folder / f"{stem}.ipynb")
 
 
 @pytest.fixture()
 def archived(runs, tmp_path):
-    return record("smoke", runs_dir=runs, out=tmp_path / "results")
+    return record("smoke", runs_dir=runs, out=tmp_path / "results", executed=runs / "executed")
 
 
 def _rehash(root, rel):
@@ -55,6 +72,12 @@ def test_record_keeps_results_and_provenance_not_checkpoints(archived, runs):
     assert prov["preset"] == "smoke" and len(prov["commit"]) == 40
     assert prov["runs"]["smart"] == read_json(runs / "smoke" / "pretrain" / "smart" / "config.json")
     assert prov["wall_s"] == {"01_pretraining": 3.0} and prov["threads"] >= 1
+    assert prov["notebook_threads"] == {"01_pretraining": 1}
+    # a run over two sittings: both are listed and their wall times add up
+    assert [x["wall_s"] for x in prov["sittings"]] == [5.0, 7.5] and prov["sittings_wall_s"] == 12.5
+    logged = (runs / "smoke" / "pretrain" / "smart" / "metrics.jsonl").read_text().splitlines()
+    assert prov["run_compute"]["smart"]["steps_logged"] == len(logged) > 0
+    assert prov["run_compute"]["smart"]["step_time_s"] == pytest.approx(sum(json.loads(x)["step_time"] for x in logged), abs=0.1)
     assert prov["libraries"]["torch"] != "not installed" and prov["machine"]["cpu_count"] >= 1
     listed = set(prov["files"])
     on_disk = {p.relative_to(archived).as_posix() for p in archived.rglob("*") if p.is_file()} - {"provenance.json"}
@@ -115,7 +138,7 @@ def test_verify_catches_an_unknown_commit(archived):
 
 def test_record_leaves_out_large_files(runs, tmp_path, monkeypatch):
     monkeypatch.setattr(archive, "MAX_FILE_BYTES", 20)
-    out = record("smoke", runs_dir=runs, out=tmp_path / "results")
+    out = record("smoke", runs_dir=runs, out=tmp_path / "results", executed=runs / "executed")
     prov = read_json(out / "provenance.json")
     assert not (out / "01_pretraining" / "summary.csv").exists()
     assert any(line.startswith("01_pretraining/summary.csv (") for line in prov["left_out"])
@@ -135,7 +158,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, runs):
         verify("smoke", results=tmp_path, steps=-1)
     with pytest.raises(SmartError, match="rtol=0"):
         verify("smoke", results=tmp_path, rtol=0)
-    out = record("smoke", runs_dir=runs, out=tmp_path / "r")
+    out = record("smoke", runs_dir=runs, out=tmp_path / "r", executed=runs / "executed")
     (out / "provenance.json").write_text("{not json")
     with pytest.raises(SmartError, match="provenance.json: not readable as JSON"):
         verify("smoke", results=tmp_path / "r", log=_quiet)
@@ -145,7 +168,8 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, runs):
 
 
 def test_cli_record_and_verify(runs, tmp_path, capsys):
-    assert main(["results", "record", "smoke", "--runs-dir", str(runs), "--results", str(tmp_path / "r")]) == 0
+    assert main(["results", "record", "smoke", "--runs-dir", str(runs), "--results", str(tmp_path / "r"),
+                 "--executed", str(runs / "executed")]) == 0
     assert main(["results", "verify", "smoke", "--results", str(tmp_path / "r"), "--steps", "1"]) == 0
     assert "verified" in capsys.readouterr().out
 
@@ -174,10 +198,27 @@ def test_runs_needing_files_outside_the_archive_are_hashed_not_replayed(runs, tm
     cfg = read_json(pool_run / "config.json")
     cfg["data"] = str((copy / "smoke" / "pools" / "self" / "manifest.csv").resolve())
     write_json(pool_run / "config.json", cfg)
-    out = record("smoke", runs_dir=copy, out=tmp_path / "results")
+    out = record("smoke", runs_dir=copy, out=tmp_path / "results", executed=copy / "executed")
     archived = read_json(out / "pretrain" / "swin-self" / "config.json")
     assert archived["data"] == "{runs}/smoke/pools/self/manifest.csv"
     assert str(tmp_path) not in (out / "provenance.json").read_text()
     lines = verify("smoke", results=out.parent, steps=1, log=_quiet)
     assert any("swin-self: not replayed from the archive (trained on {runs}/smoke/pools/self/manifest.csv" in x for x in lines)
     assert any("pretrain/smart: first 1 steps replayed" in x for x in lines)
+
+
+def test_verify_needs_every_chapter_current_when_recorded(runs, tmp_path):
+    """The recorded commit must be where each chapter's results came from: a chapter whose executed notebook ran
+    from other sources (or did not run) fails verify, naming it; a current one passes with its stamp recorded."""
+    out = record("smoke", runs_dir=runs, out=tmp_path / "ok", executed=runs / "executed")
+    chapters = read_json(out / "provenance.json")["chapters"]
+    assert chapters == {"01_pretraining": {"stamp": chapters["01_pretraining"]["stamp"], "current": True}}
+    lines = verify("smoke", results=out.parent, steps=0, log=_quiet)
+    assert any("all 1 chapters were current when recorded; 1 of them would run from the same sources" in x for x in lines)
+    _executed(tmp_path / "stale", "01_pretraining", stamp="0" * 64)
+    out = record("smoke", runs_dir=runs, out=tmp_path / "bad", executed=tmp_path / "stale")
+    with pytest.raises(SmartError, match="chapter 01_pretraining was not current when recorded"):
+        verify("smoke", results=out.parent, steps=0, log=_quiet)
+    out = record("smoke", runs_dir=runs, out=tmp_path / "none", executed=tmp_path / "nothing-executed")
+    with pytest.raises(SmartError, match="chapter 01_pretraining was not current"):
+        verify("smoke", results=out.parent, steps=0, log=_quiet)

@@ -11,13 +11,13 @@ import nbformat
 import pytest
 import yaml
 
-from smartlib.book import execute_notebooks, find_root, load_params, notebook_parameters
+from smartlib.book import execute_notebooks, find_root, load_params, notebook_parameters, notebook_stamps
 from smartlib.errors import SmartError
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 STEMS = [p.stem for p in NOTEBOOKS]
-PRESETS = ["smoke", "cpu", "paper"]
+PRESETS = ["smoke", "cpu", "long", "paper"]
 COMMON_KEYS = {"preset", "runs_dir", "seed"}
 
 
@@ -326,3 +326,87 @@ def test_parallel_bad_arguments(book: Path) -> None:
     nbformat.write(nb, book / "notebooks" / "01_bad.ipynb")
     with pytest.raises(SmartError, match=r"01_bad.ipynb: metadata smart.needs names 07_missing"):
         _run(book, jobs=2)
+
+
+# --------------------------------------------------------------------------- current notebooks are skipped
+
+
+def test_current_notebooks_are_skipped_and_changes_rerun_them(tmp_path: Path) -> None:
+    root = _stamp_book(tmp_path, {"00_a": [], "01_b": ["00_a"]})
+    first, _ = _run(root)
+    assert set(first) == {"00_a", "01_b"}
+    stamps = notebook_stamps("tiny", root=root)
+    for stem in first:  # each executed copy carries the stamp of the sources it ran from
+        assert nbformat.read(root / "book" / "executed" / f"{stem}.ipynb", as_version=4).metadata["smart"]["stamp"] == stamps[stem]
+    again, lines = _run(root)
+    assert again == {} and sum("current" in ln for ln in lines) == 2, lines
+    # a changed parameter of 00_a makes 00_a and, through its needs, 01_b stale
+    (root / "params" / "tiny.yaml").write_text((root / "params" / "tiny.yaml").read_text().replace("{name: 00_a}", "{name: a2}"))
+    assert notebook_stamps("tiny", root=root)["01_b"] != stamps["01_b"]
+    rerun, _ = _run(root)
+    assert set(rerun) == {"00_a", "01_b"}
+    # an edited notebook is stale alone when nothing needs it; force runs a current one
+    path = root / "notebooks" / "01_b.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("z = 3"))
+    nbformat.write(nb, path)
+    assert set(_run(root)[0]) == {"01_b"}
+    assert set(_run(root, only=["00_a"], force=True)[0]) == {"00_a"}
+
+
+def test_a_stale_or_unstamped_copy_is_run_again(tmp_path: Path) -> None:
+    root = _stamp_book(tmp_path, {"00_a": []})
+    _run(root)
+    copy = root / "book" / "executed" / "00_a.ipynb"
+    nb = nbformat.read(copy, as_version=4)
+    nb.metadata["smart"]["stamp"] = "0" * 64  # run from other sources
+    nbformat.write(nb, copy)
+    assert set(_run(root)[0]) == {"00_a"}
+    nb = nbformat.read(copy, as_version=4)
+    del nb.metadata["smart"]  # executed before stamps existed
+    nbformat.write(nb, copy)
+    assert set(_run(root)[0]) == {"00_a"}
+
+
+def test_stamps_follow_the_library_code(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import smartlib.book as book_mod
+
+    root = _stamp_book(tmp_path, {"00_a": []})
+    before = notebook_stamps("tiny", root=root)
+    fake = tmp_path / "lib" / "smartlib"
+    fake.mkdir(parents=True)
+    (fake / "book.py").write_text("x = 1\n")
+    monkeypatch.setattr(book_mod, "__file__", str(fake / "book.py"))
+    changed = notebook_stamps("tiny", root=root)
+    (fake / "book.py").write_text("x = 2\n")
+    assert changed != before and notebook_stamps("tiny", root=root) != changed
+
+
+def test_parallel_starts_the_longest_chain_first(tmp_path: Path) -> None:
+    root = _stamp_book(tmp_path, {"00_a": [], "01_b": [], "02_c": [], "03_d": ["00_a"]})
+    # last run's wall times: 00_a is short itself but 03_d needs it, so its chain (1 + 9) is the longest
+    (root / "runs" / "tiny").mkdir(parents=True)
+    (root / "runs" / "tiny" / "book_timings.json").write_text(json.dumps({"seconds": {"00_a": 1, "01_b": 2, "02_c": 5, "03_d": 9}}))
+    _run(root, jobs=2)
+    st = _stamps(root)
+    first_two = sorted(st, key=lambda s: st[s]["start"])[:2]
+    assert set(first_two) == {"00_a", "02_c"}, {s: st[s]["start"] for s in st}
+    assert st["01_b"]["start"] >= min(st["00_a"]["end"], st["02_c"]["end"])
+
+
+def test_every_sitting_is_logged_with_threads(tmp_path: Path) -> None:
+    root = _stamp_book(tmp_path, {"00_a": [], "01_b": []})
+    _run(root, jobs=2)
+    _run(root, jobs=2)  # all current: nothing runs, nothing is logged
+    nb = nbformat.read(root / "notebooks" / "01_b.ipynb", as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("raise RuntimeError('stop')"))
+    nbformat.write(nb, root / "notebooks" / "01_b.ipynb")
+    with pytest.raises(SmartError, match="stop"):
+        _run(root)
+    log = json.loads((root / "runs" / "tiny" / "book_sittings.json").read_text())
+    first, failed = log["sittings"]
+    assert first["completed"] and set(first["notebooks_run"]) == {"00_a", "01_b"} and first["jobs"] == 2
+    assert not failed["completed"] and failed["notebooks_run"] == {} and failed["skipped_current"] == ["00_a"]
+    assert log["total_wall_s"] == pytest.approx(first["wall_s"] + failed["wall_s"], abs=0.2)
+    timings = json.loads((root / "runs" / "tiny" / "book_timings.json").read_text())
+    assert timings["threads"] == {"00_a": 1, "01_b": 1}  # side by side: one thread each

@@ -50,7 +50,8 @@ LT_LAYOUT: dict[str, dict[str, Any]] = {
     "paper": {"label_blocks": 2, "depths": (6, 8, 10)},
 }
 #: epochs of the "mae" init's pretraining on the training images (smartlib.mae's own preset sizes the rest; cpu: 100 steps)
-MAE_EPOCHS: dict[str, int] = {"smoke": 2, "cpu": 10, "paper": 300}
+MAE_EPOCHS: dict[str, int] = {"smoke": 2, "cpu": 10, "long": 30, "paper": 300}
+VIT_ARCH["long"], LT_LAYOUT["long"] = VIT_ARCH["cpu"], LT_LAYOUT["cpu"]  # the recorded run keeps the cpu networks
 #: the new blocks of the Swin-stage variant
 SWIN_HEAD: dict[str, int] = {"dim": 48, "depth": 2, "heads": 4}
 #: the explanation maps scored, then the two maps that never look at the image
