@@ -37,9 +37,23 @@ def _data_check(a: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT stop a book run as Ctrl-C does (KeyboardInterrupt): the sitting is logged and the notebooks
+    still running are stopped. A command started in the background has SIGINT ignored and would otherwise die on
+    SIGTERM without either; its children get the default handlers back too."""
+    import signal
+
+    def stop(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, stop)
+
+
 def _book_execute(a: argparse.Namespace) -> int:
     from .book import execute_notebooks
 
+    _stop_on_signals()
     execute_notebooks(a.preset, only=a.only or None, jobs=a.jobs, force=a.force)
     return 0
 
@@ -150,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             again = " ".join(shlex.quote(w) for w in words) + ("" if "--resume" in words else " --resume")
             print(f"error: interrupted; the last checkpoint is kept, continue with: smart {again}", file=sys.stderr)
+        elif getattr(args, "cmd", None) == "book":
+            print("error: interrupted; notebooks that finished are kept and are not run again: run the same command to go on",
+                  file=sys.stderr)
         else:
             print("error: interrupted; nothing was written (results are written only when a study finishes)", file=sys.stderr)
         return 130

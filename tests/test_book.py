@@ -410,3 +410,34 @@ def test_every_sitting_is_logged_with_threads(tmp_path: Path) -> None:
     assert log["total_wall_s"] == pytest.approx(first["wall_s"] + failed["wall_s"], abs=0.2)
     timings = json.loads((root / "runs" / "tiny" / "book_timings.json").read_text())
     assert timings["threads"] == {"00_a": 1, "01_b": 1}  # side by side: one thread each
+
+
+def test_a_terminated_run_logs_its_sitting_and_stops_its_notebooks(tmp_path: Path) -> None:
+    """SIGTERM (a closed session, `kill`) stops `smart book execute` as Ctrl-C does: the sitting is logged as not
+    completed and no notebook kernel is left running."""
+    import signal
+    import subprocess
+    import time
+
+    root = _stamp_book(tmp_path, {"00_a": [], "01_b": []})
+    for stem in ("00_a", "01_b"):
+        path = root / "notebooks" / f"{stem}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        nb.cells.append(nbformat.v4.new_code_cell("import os, time\nopen(f'pid_{name}', 'w').write(str(os.getpid()))\ntime.sleep(120)"))
+        nbformat.write(nb, path)
+    script = ("from smartlib.cli import _stop_on_signals\nfrom smartlib.book import execute_notebooks\n_stop_on_signals()\n"
+              f"execute_notebooks('tiny', root={str(root)!r}, jobs=2)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    pids = [root / "notebooks" / f"pid_{s}" for s in ("00_a", "01_b")]
+    deadline = time.time() + 120
+    while not all(p.is_file() and p.read_text() for p in pids) and time.time() < deadline:
+        time.sleep(0.5)
+    assert all(p.is_file() for p in pids), proc.stdout.read() if proc.poll() is not None else "kernels did not start"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) != 0
+    log = json.loads((root / "runs" / "tiny" / "book_sittings.json").read_text())
+    assert [s["completed"] for s in log["sittings"]] == [False] and log["sittings"][0]["notebooks_run"] == {}
+    time.sleep(3)
+    for p in pids:  # the kernels are gone
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(p.read_text()), 0)

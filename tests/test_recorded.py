@@ -78,3 +78,22 @@ def test_every_chapter_shows_its_own_recorded_views() -> None:
         nb = nbformat.read(ROOT / "notebooks" / f"{stem}.ipynb", as_version=4)
         calls = [c.source for c in nb.cells if c.cell_type == "code" and "show_recorded(" in c.source]
         assert len(calls) == 1 and f'show_recorded("{stem}", results_dir, live=preset)' in calls[0], stem
+
+
+def test_figures_are_shown_as_images(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from IPython.display import Image
+
+    arch = _archive(tmp_path, "long")
+    fig, ax = plt.subplots(figsize=(1, 1))
+    ax.plot([0, 1])
+    fig.savefig(arch / "03_nodule_malignancy" / "auc_vs_fraction.png")
+    plt.close(fig)
+    seen: list = []
+    shown = show_recorded("03_nodule_malignancy", tmp_path, live="cpu", display=seen.append)
+    assert shown[-1] == "long/03_nodule_malignancy/auc_vs_fraction.png"
+    images = [x for x in seen if isinstance(x, Image)]
+    assert len(images) == 1 and images[0].data[:8] == b"\x89PNG\r\n\x1a\n"
