@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 from .errors import SmartError
 
-__all__ = ["record", "verify", "recorded_table", "KEEP_SUFFIXES", "MAX_FILE_BYTES", "DEFAULT_RTOL"]
+__all__ = ["record", "verify", "recorded_table", "read_provenance", "KEEP_SUFFIXES", "MAX_FILE_BYTES", "DEFAULT_RTOL"]
 
 #: the kinds of file a chapter writes that an archive keeps (no checkpoints, no volumes)
 KEEP_SUFFIXES = (".json", ".csv", ".png", ".svg", ".txt", ".md")
@@ -270,7 +270,6 @@ def verify(preset: str, results: str | os.PathLike = "results", steps: int = 3, 
     import torch
 
     from .config import apply_overrides, config_from_json
-    from .io import read_json
     from .pretrain import pretrain
     from .variants import VARIANTS, variant_config
 
@@ -283,10 +282,7 @@ def verify(preset: str, results: str | os.PathLike = "results", steps: int = 3, 
     if not prov_path.is_file():
         raise SmartError(f"{prov_path}: no such file; nothing recorded for preset {preset!r} "
                          f"(record one with `smart results record {preset}`)")
-    try:
-        prov = read_json(prov_path)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SmartError(f"{prov_path}: not readable as JSON ({exc})") from None
+    prov = read_provenance(prov_path)
     for key in ("preset", "files", "runs", "commit"):
         if key not in prov:
             raise SmartError(f"{prov_path}: has no {key!r} entry; not a provenance record")
@@ -386,6 +382,19 @@ def verify(preset: str, results: str | os.PathLike = "results", steps: int = 3, 
 
 
 # ------------------------------------------------------------------------------------------------ render
+def read_provenance(path: str | os.PathLike) -> dict[str, Any]:
+    """The provenance record at ``path`` as a dict; an unreadable or non-object file is a SmartError naming it."""
+    from .io import read_json
+
+    try:
+        prov = read_json(path)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SmartError(f"{path}: not readable as JSON ({exc})") from None
+    if not isinstance(prov, dict):
+        raise SmartError(f"{path}: holds a JSON {type(prov).__name__}, not a provenance record")
+    return prov
+
+
 def recorded_table(results: str | os.PathLike = "results") -> "pd.DataFrame":
     """One row per recorded archive under ``results``: its preset and provenance, for the book to show.
 
@@ -394,16 +403,11 @@ def recorded_table(results: str | os.PathLike = "results") -> "pd.DataFrame":
     """
     import pandas as pd
 
-    from .io import read_json
-
     cols = ["preset", "commit", "recorded", "machine", "threads", "wall_min", "runs", "files"]
     rows = []
     root = Path(results)
     for prov_path in sorted(root.glob("*/provenance.json")) if root.is_dir() else []:
-        try:
-            prov = read_json(prov_path)
-        except (OSError, json.JSONDecodeError) as exc:
-            raise SmartError(f"{prov_path}: not readable as JSON ({exc})") from None
+        prov = read_provenance(prov_path)
         machine = prov.get("machine", {})
         total = prov.get("total_wall_s")
         rows.append({

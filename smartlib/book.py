@@ -511,15 +511,21 @@ def _run_plan(
     return timings
 
 
+def _read_log(path: Path) -> dict[str, Any]:
+    """The JSON object in a book log (timings, sittings); ``{}`` when it is missing, unreadable or not an
+    object, so that a corrupt log is rewritten rather than stopping a run."""
+    try:
+        data = read_json(path) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _last_timings(runs_p: Path, preset: str) -> dict[str, float]:
     """Wall seconds per notebook of the last run of ``preset`` (else of the cpu preset; else none)."""
     for name in (preset, "cpu"):
-        path = runs_p / name / "book_timings.json"
-        try:
-            seconds = read_json(path).get("seconds", {}) if path.is_file() else {}
-        except (OSError, ValueError):
-            seconds = {}
-        if seconds:
+        seconds = _read_log(runs_p / name / "book_timings.json").get("seconds")
+        if isinstance(seconds, dict) and seconds:
             return {k: float(v) for k, v in seconds.items() if isinstance(v, (int, float))}
     return {}
 
@@ -540,12 +546,9 @@ def _threads(env: Mapping[str, str]) -> int:
 def _log_sitting(path: Path, sitting: Mapping[str, Any]) -> None:
     """Append one sitting (one ``execute_notebooks`` call) to the preset's sittings file (atomic write)."""
     data: dict[str, Any] = {"sittings": []}
-    try:
-        old = read_json(path) if path.is_file() else {}
-        if isinstance(old, dict) and isinstance(old.get("sittings"), list):
-            data["sittings"] = old["sittings"]
-    except ValueError:
-        pass  # a corrupt file is rewritten
+    old = _read_log(path)
+    if isinstance(old.get("sittings"), list):
+        data["sittings"] = old["sittings"]
     data["sittings"].append(dict(sitting))
     data["total_wall_s"] = round(sum(float(x.get("wall_s", 0)) for x in data["sittings"]), 1)
     write_json(path, data)
@@ -554,14 +557,10 @@ def _log_sitting(path: Path, sitting: Mapping[str, Any]) -> None:
 def _write_timings(path: Path, preset: str, new: Mapping[str, float], threads: Mapping[str, int] | None = None) -> None:
     """Merge ``new`` (and the threads each notebook ran with) into the preset's timing file (atomic write)."""
     data: dict[str, Any] = {"preset": preset, "seconds": {}, "threads": {}}
-    if path.is_file():
-        try:
-            old = read_json(path)
-            if isinstance(old, dict) and isinstance(old.get("seconds"), dict):
-                data["seconds"].update(old["seconds"])
-                data["threads"].update(old.get("threads") or {})
-        except ValueError:
-            pass  # a corrupt timing file is simply rewritten
+    old = _read_log(path)
+    if isinstance(old.get("seconds"), dict):
+        data["seconds"].update(old["seconds"])
+        data["threads"].update(old.get("threads") or {})
     data["seconds"].update(new)
     data["threads"].update(threads or {})
     data["threads"] = dict(sorted(data["threads"].items()))

@@ -48,15 +48,9 @@ def recorded_presets(results: str | os.PathLike, live: str | None = None) -> lis
 def provenance_label(results: str | os.PathLike, preset: str, chapter: str | None = None) -> str:
     """One line saying where a recorded run comes from: preset, commit, date, machine, threads and the wall
     time of ``chapter`` (or of the whole run). An unreadable ``provenance.json`` is a SmartError naming it."""
-    import json
+    from .archive import read_provenance
 
-    from .io import read_json
-
-    path = Path(results) / preset / "provenance.json"
-    try:
-        prov = read_json(path)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SmartError(f"{path}: not readable as JSON ({exc})") from None
+    prov = read_provenance(Path(results) / preset / "provenance.json")
     m = prov.get("machine", {})
     device = m.get("gpu") or f"{m.get('cpu') or 'CPU'} ({m.get('cpu_count', '?')} cores)"
     total = prov.get("sittings_wall_s") or prov.get("total_wall_s")
@@ -92,15 +86,20 @@ def show_recorded(chapter: str, results: str | os.PathLike = "../results", live:
 
     if chapter not in VIEWS:
         raise SmartError(f"chapter {chapter!r}: expected one of {', '.join(VIEWS)}")
-    if display is None:
-        from IPython.display import display
+    if display is None:  # in a notebook: lines of text render as Markdown, not as a quoted str
+        from IPython.display import Markdown, display
+
+        def say(text: str) -> None:
+            display(Markdown(text))
+    else:
+        say = display
     shown: list[str] = []
     presets = recorded_presets(results, live)
     if not presets:
-        display(f"No recorded run in {results} yet (`make book PRESET=long`, then `smart results record long`).")
+        say(f"No recorded run in `{results}` yet (`make book PRESET=long`, then `smart results record long`).")
         return shown
     for preset in presets:
-        display(provenance_label(results, preset, chapter))
+        say(provenance_label(results, preset, chapter))
         for name in VIEWS[chapter]:
             path = Path(results) / preset / chapter / name
             if not path.is_file():
@@ -111,14 +110,14 @@ def show_recorded(chapter: str, results: str | os.PathLike = "../results", live:
                     table = pd.read_csv(path)
                 except (OSError, ValueError) as exc:
                     raise SmartError(f"{path}: not readable as CSV ({exc})") from None
-                display(f"{rel} ({len(table)} rows{'; first ' + str(_MAX_ROWS) if len(table) > _MAX_ROWS else ''})")
+                say(f"`{rel}` ({len(table)} rows{'; first ' + str(_MAX_ROWS) if len(table) > _MAX_ROWS else ''})")
                 display(table.head(_MAX_ROWS).round(3))
             else:
                 from IPython.display import Image
 
-                display(f"{rel}")
+                say(f"`{rel}`")
                 display(Image(filename=str(path)))
             shown.append(rel)
         if not shown:
-            display(f"The {preset} record holds no results of this chapter.")
+            say(f"The {preset} record holds no results of this chapter.")
     return shown

@@ -162,6 +162,9 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, runs):
     (out / "provenance.json").write_text("{not json")
     with pytest.raises(SmartError, match="provenance.json: not readable as JSON"):
         verify("smoke", results=tmp_path / "r", log=_quiet)
+    (out / "provenance.json").write_text("[1, 2]")
+    with pytest.raises(SmartError, match="provenance.json: holds a JSON list, not a provenance record"):
+        verify("smoke", results=tmp_path / "r", log=_quiet)
     write_json(out / "provenance.json", {"preset": "cpu", "files": {}, "runs": {}, "commit": None})
     with pytest.raises(SmartError, match="records preset 'cpu', not 'smoke'"):
         verify("smoke", results=tmp_path / "r", log=_quiet)

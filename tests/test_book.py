@@ -412,6 +412,19 @@ def test_every_sitting_is_logged_with_threads(tmp_path: Path) -> None:
     assert timings["threads"] == {"00_a": 1, "01_b": 1}  # side by side: one thread each
 
 
+def test_corrupt_timing_and_sittings_logs_are_rewritten_not_fatal(tmp_path: Path) -> None:
+    root = _stamp_book(tmp_path, {"00_a": []})
+    logs = root / "runs" / "tiny"
+    logs.mkdir(parents=True)
+    (logs / "book_timings.json").write_text("{cut off")
+    (logs / "book_sittings.json").write_text("[1, 2]")  # valid JSON, not a log
+    _run(root)
+    timings = json.loads((logs / "book_timings.json").read_text())
+    sittings = json.loads((logs / "book_sittings.json").read_text())
+    assert set(timings["seconds"]) == {"00_a"} and timings["seconds"]["00_a"] > 0
+    assert len(sittings["sittings"]) == 1 and sittings["sittings"][0]["completed"]
+
+
 def test_a_terminated_run_logs_its_sitting_and_stops_its_notebooks(tmp_path: Path) -> None:
     """SIGTERM (a closed session, `kill`) stops `smart book execute` as Ctrl-C does: the sitting is logged as not
     completed and no notebook kernel is left running."""

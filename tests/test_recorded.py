@@ -97,3 +97,17 @@ def test_figures_are_shown_as_images(tmp_path: Path) -> None:
     assert shown[-1] == "long/03_nodule_malignancy/auc_vs_fraction.png"
     images = [x for x in seen if isinstance(x, Image)]
     assert len(images) == 1 and images[0].data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_in_a_notebook_text_is_markdown_and_tables_are_frames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import IPython.display
+    import pandas as pd
+
+    seen: list = []
+    monkeypatch.setattr(IPython.display, "display", seen.append)  # the default display, as in a kernel
+    _archive(tmp_path, "long")
+    show_recorded("03_nodule_malignancy", tmp_path, live="cpu")
+    texts = [x for x in seen if not isinstance(x, pd.DataFrame)]
+    assert texts and all(isinstance(x, IPython.display.Markdown) for x in texts), [type(x) for x in seen]
+    assert "preset long" in texts[0].data and "`long/03_nodule_malignancy/summary.csv`" in texts[1].data
+    assert sum(isinstance(x, pd.DataFrame) for x in seen) == 2
