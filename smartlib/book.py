@@ -471,6 +471,7 @@ def _run_plan(
         final = out_p / f"{stem}.ipynb"
         failed = out_p / f"{stem}.failed.ipynb"
         tmp = out_p / f".{stem}.{os.getpid()}.running.ipynb"
+        _remove_stale_copies(out_p, stem)
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(
@@ -528,6 +529,23 @@ def _last_timings(runs_p: Path, preset: str) -> dict[str, float]:
         if isinstance(seconds, dict) and seconds:
             return {k: float(v) for k, v in seconds.items() if isinstance(v, (int, float))}
     return {}
+
+
+def _remove_stale_copies(out_p: Path, stem: str) -> None:
+    """Remove the partial copies ``.<stem>.<pid>.running.ipynb`` of a process that no longer runs (one killed
+    with SIGKILL or by a power cut never reaches its own clean-up); a running process's copy is kept."""
+    if os.name != "posix":
+        return
+    for path in out_p.glob(f".{stem}.*.running.ipynb"):
+        pid = path.name[len(stem) + 2:-len(".running.ipynb")]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except (PermissionError, OverflowError):
+            pass  # another user's live process, or not a pid: leave it
 
 
 def _keep_failed(tmp: Path, failed: Path) -> None:

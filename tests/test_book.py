@@ -425,6 +425,19 @@ def test_corrupt_timing_and_sittings_logs_are_rewritten_not_fatal(tmp_path: Path
     assert len(sittings["sittings"]) == 1 and sittings["sittings"][0]["completed"]
 
 
+def test_partial_copies_of_a_killed_run_are_removed_and_a_live_ones_kept(tmp_path: Path) -> None:
+    root = _stamp_book(tmp_path, {"00_a": []})
+    out = root / "book" / "executed"
+    out.mkdir(parents=True, exist_ok=True)
+    dead = out / ".00_a.4194305.running.ipynb"  # above Linux's largest pid (2^22): no such process
+    live = out / f".00_a.{os.getppid()}.running.ipynb"  # a process that runs (this one's parent)
+    other = out / ".01_b.4194305.running.ipynb"  # another notebook's: left to that notebook's next run
+    for p in (dead, live, other):
+        p.write_text("{}")
+    _run(root)
+    assert not dead.exists() and live.exists() and other.exists()
+
+
 def test_a_terminated_run_logs_its_sitting_and_stops_its_notebooks(tmp_path: Path) -> None:
     """SIGTERM (a closed session, `kill`) stops `smart book execute` as Ctrl-C does: the sitting is logged as not
     completed and no notebook kernel is left running."""
